@@ -1,0 +1,17 @@
+"""ffkernels: fused kernels and autograd-free layers for forward (backprop-free) learning.
+
+Quick start::
+
+    import ffkernels
+    graph = ffkernels.Graph.from_edge_index(edge_index, num_nodes)
+    out = ffkernels.ops.aggregate(graph, x, reduce="gcn")
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import ops  # noqa: E402
+from .backends import backends  # noqa: E402
+from .graph import Graph, as_graph  # noqa: E402
+
+__all__ = ["Graph", "as_graph", "backends", "ops", "__version__"]

@@ -1,0 +1,107 @@
+"""The ``reference`` backend: plain torch, the executable specification of every op.
+
+Every other backend must agree with these functions (float32: relative error < 1e-4).
+They take already-validated, kernel-level arguments (CSR arrays, edge weights in CSR order)
+and accumulate in float32 (float64 for float64 inputs).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+NAME = "reference"
+
+
+def availability():
+    return None
+
+
+def supports(op, device, dtype):
+    return True
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _rows_of(rowptr: torch.Tensor, num_edges: int) -> torch.Tensor:
+    counts = (rowptr[1:] - rowptr[:-1]).to(torch.int64)
+    return torch.repeat_interleave(torch.arange(counts.numel(), device=rowptr.device), counts,
+                                   output_size=num_edges)
+
+
+def aggregate(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt):
+    """out[i] = reduce_{e in row i} w_e * x[col[e]] (see ffkernels.ops.aggregate)."""
+    n = rowptr.numel() - 1
+    acc = _acc_dtype(x.dtype)
+    xs = x.to(acc)
+    col64 = col.to(torch.int64)
+    rows = _rows_of(rowptr, col.numel())
+    msg = xs.index_select(0, col64)
+    if reduce == "gcn":
+        scale = deg_inv_sqrt.to(acc)
+        msg = msg * scale.index_select(0, col64).unsqueeze(1)
+    if edge_weight is not None:
+        msg = msg * edge_weight.to(acc).unsqueeze(1)
+    out = torch.zeros(n, x.shape[1], dtype=acc, device=x.device)
+    if reduce == "max":
+        if col.numel() > 0:
+            out = out.index_reduce(0, rows, msg, "amax", include_self=False)
+    else:
+        out.index_add_(0, rows, msg)
+    if reduce == "mean":
+        deg = (rowptr[1:] - rowptr[:-1]).to(acc).clamp_min(1)
+        out = out / deg.unsqueeze(1)
+    elif reduce == "gcn":
+        scale = deg_inv_sqrt.to(acc).unsqueeze(1)
+        out = scale * (out + scale * xs)
+    return out.to(x.dtype)
+
+
+def goodness_coefficients(goodness, positive, theta, loss, temperature, alpha, pairs):
+    """From per-row goodness ``G`` to ``(loss, dL/dG)``: ALGORITHMS.md 1.1 (ff) and 1.2 (symba)."""
+    if loss == "ff":
+        s = (goodness - theta) / temperature
+        pos = positive
+        n_pos = int(pos.sum())
+        n_neg = pos.numel() - n_pos
+        target = pos.to(s.dtype)
+        per_row = torch.where(pos, F.softplus(-s), F.softplus(s))
+        size = torch.where(pos, torch.full_like(s, max(n_pos, 1)), torch.full_like(s, max(n_neg, 1)))
+        total = (per_row / size).sum()
+        coef = (torch.sigmoid(s) - target) / (temperature * size)
+        return total, coef
+    # symba
+    p = pairs[:, 0].to(torch.int64)
+    q = pairs[:, 1].to(torch.int64)
+    num_pairs = max(pairs.shape[0], 1)
+    diff = goodness.index_select(0, p) - goodness.index_select(0, q)
+    total = F.softplus(-alpha * diff).sum() / num_pairs
+    weight = alpha * torch.sigmoid(-alpha * diff) / num_pairs
+    coef = torch.zeros_like(goodness)
+    coef.index_add_(0, p, -weight)
+    coef.index_add_(0, q, weight)
+    return total, coef
+
+
+def goodness_loss_grad(h, positive, theta, goodness, loss, temperature, alpha, pairs):
+    acc = _acc_dtype(h.dtype)
+    hs = h.to(acc)
+    k = 1.0 if goodness == "sum" else 1.0 / max(h.shape[1], 1)
+    g = k * (hs * hs).sum(dim=1)
+    total, coef = goodness_coefficients(g, positive, theta, loss, temperature, alpha, pairs)
+    grad_z = (coef * (2.0 * k)).unsqueeze(1) * hs
+    return total, g, grad_z.to(h.dtype)
+
+
+def linear_goodness_step(x, weight, bias, positive, theta, goodness, loss, temperature, alpha, pairs):
+    acc = _acc_dtype(x.dtype)
+    xs = x.to(acc)
+    z = xs @ weight.to(acc).t()
+    if bias is not None:
+        z = z + bias.to(acc)
+    h = torch.relu(z)
+    total, g, grad_z = goodness_loss_grad(h, positive, theta, goodness, loss, temperature, alpha, pairs)
+    grad_weight = (grad_z.t() @ xs).to(weight.dtype)
+    grad_bias = grad_z.sum(0).to(bias.dtype) if bias is not None else None
+    return total, g, grad_weight, grad_bias, h.to(x.dtype)

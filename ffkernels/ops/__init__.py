@@ -1,0 +1,177 @@
+"""The functional ops: one public function per op.
+
+Each function validates its inputs (a bad input raises ``ValueError``/``TypeError`` naming
+the argument), converts them to kernel-level arguments and dispatches to a backend
+(``ffkernels.backends``). No autograd: call them under ``torch.no_grad()`` or not at all
+inside an autograd graph; the results carry no gradient history.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import backends as _backends
+from .._validation import (check_choice, check_finite_number, check_float, check_positive_number,
+                           check_same_device, check_tensor)
+from ..graph import Graph
+
+__all__ = ["aggregate", "goodness_loss_grad", "linear_goodness_step"]
+
+AGGREGATE_REDUCES = ("sum", "mean", "max", "gcn")
+GOODNESS_KINDS = ("sum", "mean")
+LOSSES = ("ff", "symba")
+
+
+def _check_graph(graph) -> Graph:
+    if not isinstance(graph, Graph):
+        raise TypeError(f"graph must be an ffkernels.Graph (build it once with "
+                        f"Graph.from_edge_index), got {type(graph).__name__}")
+    return graph
+
+
+def gcn_deg_inv_sqrt(graph: Graph, edge_weight_csr: torch.Tensor | None) -> torch.Tensor:
+    """GCN's ``(1 + weighted in-degree) ** -0.5``; cached on the graph when unweighted."""
+    if edge_weight_csr is None:
+        return graph.deg_inv_sqrt
+    deg = torch.ones(graph.num_nodes, dtype=torch.float32, device=graph.device)
+    deg.index_add_(0, graph.row.to(torch.int64), edge_weight_csr.to(torch.float32))
+    # A negative weighted degree has no real square root: keep the node unscaled-zero.
+    return torch.where(deg > 0, deg.rsqrt(), torch.zeros_like(deg))
+
+
+def aggregate(graph: Graph, x: torch.Tensor, reduce: str = "sum", edge_weight: torch.Tensor | None = None,
+              backend: str | None = None) -> torch.Tensor:
+    """Sparse neighbourhood aggregation over the graph's incoming edges.
+
+    Args:
+        graph: the graph (CSR by destination).
+        x: ``[N, F]`` node features, float32/float16/bfloat16 (float64 on reference and cpu);
+            any strides.
+        reduce: ``sum`` (``sum_j w_ij x_j``), ``mean`` (sum / in-degree, 0 for isolated
+            nodes), ``max`` (elementwise max, 0 for isolated nodes) or ``gcn``
+            (``D^-1/2 (A + I) D^-1/2 x``, D = in-degree + 1, self loop applied on the fly).
+        edge_weight: optional ``[E]`` weights in the order of the ``edge_index`` the graph was
+            built from; with ``gcn`` the degree becomes ``1 + sum of incoming weights``.
+        backend: force ``reference``, ``cpu``, ``triton`` or ``cuda``; default: the fastest
+            usable one for ``x``'s device.
+
+    Returns:
+        ``[N, F]`` tensor of ``x``'s dtype (accumulated in float32 for half types).
+    """
+    graph = _check_graph(graph)
+    check_float(x, "x", ndim=2)
+    check_choice(reduce, "reduce", AGGREGATE_REDUCES)
+    if x.shape[0] != graph.num_nodes:
+        raise ValueError(f"x has {x.shape[0]} rows but graph has {graph.num_nodes} nodes")
+    check_same_device("x", x, graph.device, "graph")
+    weight_csr = None
+    if edge_weight is not None:
+        check_float(edge_weight, "edge_weight", ndim=1)
+        if edge_weight.numel() != graph.num_edges:
+            raise ValueError(f"edge_weight has {edge_weight.numel()} entries but graph has "
+                             f"{graph.num_edges} edges")
+        check_same_device("edge_weight", edge_weight, graph.device, "graph")
+        weight_csr = edge_weight.index_select(0, graph.edge_perm).to(
+            torch.float64 if x.dtype == torch.float64 else torch.float32).contiguous()
+    impl = _backends.resolve("aggregate", backend, x.device, x.dtype)
+    scale = gcn_deg_inv_sqrt(graph, weight_csr) if reduce == "gcn" else None
+    return impl.aggregate(graph.rowptr, graph.col, x.contiguous(), weight_csr, reduce, scale)
+
+
+def _check_goodness_args(h_name, h, positive, theta, goodness, loss, temperature, alpha, pairs):
+    check_tensor(positive, "positive")
+    if positive.dtype != torch.bool:
+        raise TypeError(f"positive must be a bool tensor, got {positive.dtype}")
+    if positive.dim() != 1 or positive.shape[0] != h.shape[0]:
+        raise ValueError(f"positive must have shape [{h.shape[0]}] (one flag per row of {h_name}), "
+                         f"got {tuple(positive.shape)}")
+    check_same_device("positive", positive, h.device, h_name)
+    theta = check_finite_number(theta, "theta")
+    temperature = check_positive_number(temperature, "temperature")
+    alpha = check_positive_number(alpha, "alpha")
+    check_choice(goodness, "goodness", GOODNESS_KINDS)
+    check_choice(loss, "loss", LOSSES)
+    if loss == "symba":
+        if pairs is None:
+            raise ValueError("pairs ([P, 2] positive row, negative row) is required for loss='symba'")
+        check_tensor(pairs, "pairs")
+        if pairs.dtype in (torch.bool,) or pairs.is_floating_point() or pairs.is_complex():
+            raise TypeError(f"pairs must have an integer dtype, got {pairs.dtype}")
+        if pairs.dim() != 2 or pairs.shape[1] != 2:
+            raise ValueError(f"pairs must have shape [P, 2], got {tuple(pairs.shape)}")
+        check_same_device("pairs", pairs, h.device, h_name)
+        if pairs.numel() > 0 and (int(pairs.min()) < 0 or int(pairs.max()) >= h.shape[0]):
+            raise ValueError(f"pairs must index rows of {h_name} in [0, {h.shape[0]})")
+        pairs = pairs.to(torch.int64).contiguous()
+    elif pairs is not None:
+        raise ValueError("pairs is only used with loss='symba'")
+    return theta, temperature, alpha, pairs
+
+
+def goodness_loss_grad(h: torch.Tensor, positive: torch.Tensor, theta: float = 2.0, goodness: str = "sum",
+                       loss: str = "ff", temperature: float = 1.0, pairs: torch.Tensor | None = None,
+                       alpha: float = 4.0, backend: str | None = None):
+    """Fused goodness, forward-forward loss and its gradient with respect to the pre-activation.
+
+    ``G_i = k * sum_d h_id^2`` (k = 1 for ``goodness="sum"``, 1/D for ``"mean"``).
+
+    - ``loss="ff"`` (ALGORITHMS.md 1.1): ``s_i = (G_i - theta) / temperature``,
+      ``loss = mean_pos softplus(-s) + mean_neg softplus(s)`` (each mean skipped when empty).
+    - ``loss="symba"`` (1.2): ``loss = mean_pairs softplus(-alpha (G_p - G_q))``; ``positive``
+      is still validated but the pairing comes from ``pairs``.
+
+    Args:
+        h: ``[N, D]`` post-ReLU activations ``h = ReLU(z)``.
+        positive: ``[N]`` bool, True for positive rows.
+        pairs: ``[P, 2]`` integer (positive row, negative row), for ``symba`` only.
+
+    Returns:
+        ``(loss, goodness, grad_z)``: a 0-d float32 tensor (float64 for float64 ``h``), ``[N]``
+        goodness (same accumulation dtype), and ``[N, D]`` ``dloss/dz`` in ``h``'s dtype.
+        ``h`` is read once and ``grad_z`` written once (symba reads ``h`` twice).
+    """
+    check_float(h, "h", ndim=2)
+    theta, temperature, alpha, pairs = _check_goodness_args("h", h, positive, theta, goodness, loss,
+                                                            temperature, alpha, pairs)
+    impl = _backends.resolve("goodness_loss_grad", backend, h.device, h.dtype)
+    return impl.goodness_loss_grad(h.contiguous(), positive.contiguous(), theta, goodness, loss,
+                                   temperature, alpha, pairs)
+
+
+def linear_goodness_step(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                         positive: torch.Tensor, theta: float = 2.0, goodness: str = "sum", loss: str = "ff",
+                         temperature: float = 1.0, pairs: torch.Tensor | None = None, alpha: float = 4.0,
+                         backend: str | None = None):
+    """One fused local step of a linear layer: ``z = x W^T + b``, ReLU, goodness, loss, gradients.
+
+    Args:
+        x: ``[N, Din]`` layer input (already normalised / aggregated; treated as a constant).
+        weight: ``[Dout, Din]`` (``torch.nn.Linear`` layout).
+        bias: ``[Dout]`` or None.
+        positive, theta, goodness, loss, temperature, pairs, alpha: as in
+            :func:`goodness_loss_grad`.
+
+    Returns:
+        ``(loss, goodness, grad_weight, grad_bias, h)``: ``grad_weight`` ``[Dout, Din]``,
+        ``grad_bias`` ``[Dout]`` (None without bias), ``h = ReLU(z)`` ``[N, Dout]``.
+    """
+    check_float(x, "x", ndim=2)
+    check_float(weight, "weight", ndim=2)
+    if weight.shape[1] != x.shape[1]:
+        raise ValueError(f"weight must have shape [Dout, {x.shape[1]}] to match x's {x.shape[1]} "
+                         f"columns, got {tuple(weight.shape)}")
+    if weight.dtype != x.dtype:
+        raise TypeError(f"weight dtype {weight.dtype} does not match x dtype {x.dtype}")
+    check_same_device("weight", weight, x.device, "x")
+    if bias is not None:
+        check_float(bias, "bias", ndim=1)
+        if bias.shape[0] != weight.shape[0]:
+            raise ValueError(f"bias must have shape [{weight.shape[0]}], got {tuple(bias.shape)}")
+        if bias.dtype != x.dtype:
+            raise TypeError(f"bias dtype {bias.dtype} does not match x dtype {x.dtype}")
+        check_same_device("bias", bias, x.device, "x")
+    theta, temperature, alpha, pairs = _check_goodness_args("x", x, positive, theta, goodness, loss,
+                                                            temperature, alpha, pairs)
+    impl = _backends.resolve("linear_goodness_step", backend, x.device, x.dtype)
+    return impl.linear_goodness_step(x.contiguous(), weight.contiguous(),
+                                     None if bias is None else bias.contiguous(), positive.contiguous(),
+                                     theta, goodness, loss, temperature, alpha, pairs)
