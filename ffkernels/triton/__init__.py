@@ -1,0 +1,9 @@
+"""Triton kernels of ffkernels (CUDA GPUs; CPU tensors only through ``TRITON_INTERPRET=1``).
+
+- :mod:`.aggregate`: CSR row-split sparse aggregation (sum / mean / max / gcn, edge weights);
+- :mod:`.goodness`: fused goodness -> FF loss -> ``grad_z`` and the row-wise helpers;
+- :mod:`.linear`: GEMM with a ReLU + goodness + loss-gradient epilogue;
+- :mod:`.ops`: the launchers registered as ``torch.ops.ffkernels_triton.*`` custom ops.
+
+Importing this package imports ``triton``; use ``ffkernels.backends`` to check availability.
+"""

@@ -1,0 +1,93 @@
+"""The Triton launchers as torch custom ops (``torch.ops.ffkernels_triton.*``).
+
+Registered with ``torch.library.custom_op`` so they show by name in the profiler and
+compose with ``torch.compile`` (each has a fake implementation giving output shapes).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from . import aggregate as _agg
+from . import goodness as _good
+from . import linear as _lin
+
+_NS = "ffkernels_triton"
+
+
+@torch.library.custom_op(f"{_NS}::aggregate", mutates_args=())
+def aggregate(rowptr: torch.Tensor, col: torch.Tensor, x: torch.Tensor, edge_weight: Optional[torch.Tensor],
+              reduce: str, deg_inv_sqrt: Optional[torch.Tensor]) -> torch.Tensor:
+    return _agg.aggregate(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt)
+
+
+@aggregate.register_fake
+def _(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt):
+    return x.new_empty((rowptr.shape[0] - 1, x.shape[1]))
+
+
+@torch.library.custom_op(f"{_NS}::ff_goodness_loss_grad", mutates_args=())
+def ff_goodness_loss_grad(h: torch.Tensor, positive: torch.Tensor, k: float, theta: float,
+                          temperature: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(loss_terms [N] f32, goodness [N] f32, grad_z [N, D])``; loss = loss_terms.sum()."""
+    return _good.ff_goodness_loss_grad(h, positive, k, theta, temperature)
+
+
+@ff_goodness_loss_grad.register_fake
+def _(h, positive, k, theta, temperature):
+    n = h.shape[0]
+    return (h.new_empty((n,), dtype=torch.float32), h.new_empty((n,), dtype=torch.float32), torch.empty_like(h))
+
+
+@torch.library.custom_op(f"{_NS}::row_goodness", mutates_args=())
+def row_goodness(h: torch.Tensor, k: float) -> torch.Tensor:
+    return _good.row_goodness(h, k)
+
+
+@row_goodness.register_fake
+def _(h, k):
+    return h.new_empty((h.shape[0],), dtype=torch.float32)
+
+
+@torch.library.custom_op(f"{_NS}::scale_rows", mutates_args=())
+def scale_rows(h: torch.Tensor, coef: torch.Tensor, factor: float, out_dtype: torch.dtype) -> torch.Tensor:
+    return _good.scale_rows(h, coef, factor, out_dtype)
+
+
+@scale_rows.register_fake
+def _(h, coef, factor, out_dtype):
+    return h.new_empty(h.shape, dtype=out_dtype)
+
+
+@torch.library.custom_op(f"{_NS}::linear_relu_goodness_ff", mutates_args=())
+def linear_relu_goodness_ff(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                            positive: torch.Tensor, k: float, theta: float, temperature: float
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Whole FF chain in the GEMM epilogue (needs ``Dout <= linear.MAX_FUSED_DOUT``):
+    ``(h, goodness, loss_terms, grad_z)``."""
+    h, g, terms, grad = _lin.linear_relu_goodness(x, weight, bias, positive, k, theta, temperature, True)
+    return h, g, terms, grad
+
+
+@linear_relu_goodness_ff.register_fake
+def _(x, weight, bias, positive, k, theta, temperature):
+    n, dout = x.shape[0], weight.shape[0]
+    return (x.new_empty((n, dout)), x.new_empty((n,), dtype=torch.float32),
+            x.new_empty((n,), dtype=torch.float32), x.new_empty((n, dout)))
+
+
+@torch.library.custom_op(f"{_NS}::linear_relu_sumsq", mutates_args=())
+def linear_relu_sumsq(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                      block_n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(h, partial [N, num_n_tiles])``: ReLU(x W^T + b) and per-N-tile row sums of squares."""
+    h, partial, _, _ = _lin.linear_relu_goodness(x, weight, bias, None, 1.0, 0.0, 1.0, False,
+                                                 block_n=block_n or None)
+    return h, partial
+
+
+@linear_relu_sumsq.register_fake
+def _(x, weight, bias, block_n):
+    n, dout = x.shape[0], weight.shape[0]
+    bn = block_n or max(16, min(_lin.triton.next_power_of_2(max(dout, 1)), _lin.MAX_FUSED_DOUT))
+    return x.new_empty((n, dout)), x.new_empty((n, -(-max(dout, 1) // bn)), dtype=torch.float32)
