@@ -5,3 +5,4 @@ from .linear import FFGCNConv, FFLinear, FFSAGEConv
 
 __all__ = ["LocalLayer", "LinearLocalLayer", "StepResult", "default_optimizer", "normalize_rows",
            "FFLinear", "FFGCNConv", "FFSAGEConv"]
+from .gat import FFGATConv  # noqa: E402,F401

@@ -175,3 +175,4 @@ def linear_goodness_step(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     return impl.linear_goodness_step(x.contiguous(), weight.contiguous(),
                                      None if bias is None else bias.contiguous(), positive.contiguous(),
                                      theta, goodness, loss, temperature, alpha, pairs)
+from .sf import sf_logits, sf_loss_grad  # noqa: E402,F401  (single-forward loss, ALGORITHMS.md 1.4)

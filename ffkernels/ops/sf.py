@@ -1,0 +1,122 @@
+"""The single-forward (SF) loss with virtual nodes and its closed-form gradient (ALGORITHMS.md 1.4).
+
+``logits_ic = <h_i, h_{v_c}> / tau`` for training rows ``i``; ``loss = CrossEntropy(logits, y)``.
+With ``P = softmax(logits)`` and ``R = (P - Y) / (tau * n_train)``:
+``dh_i = R_i h_V`` (training rows) and ``dh_{v_c} = sum_i R_ic h_i`` (virtual rows); every other
+row's gradient is zero, so the result is returned for the ``n_train + C`` non-zero rows only
+and the layer update becomes a row-gathered GEMM over them.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import backends as _backends
+from .._validation import check_float, check_positive_number, check_same_device, check_tensor
+
+__all__ = ["sf_loss_grad", "sf_logits"]
+
+
+def _check_index(value, name: str, n: int, device) -> torch.Tensor:
+    check_tensor(value, name)
+    if value.dtype == torch.bool or value.is_floating_point() or value.is_complex():
+        raise TypeError(f"{name} must have an integer dtype, got {value.dtype}")
+    if value.dim() != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {tuple(value.shape)}")
+    check_same_device(name, value, device, "h")
+    if value.numel() and (int(value.min()) < 0 or int(value.max()) >= n):
+        raise ValueError(f"{name} must index rows of h in [0, {n})")
+    return value.to(torch.int64)
+
+
+def _reference(h, train_idx, y_train, virtual_idx, tau):
+    acc = torch.float64 if h.dtype == torch.float64 else torch.float32
+    h_train = h.index_select(0, train_idx).to(acc)
+    h_virtual = h.index_select(0, virtual_idx).to(acc)
+    n_train = h_train.shape[0]
+    logits = (h_train @ h_virtual.t()) / tau
+    log_p = torch.log_softmax(logits, dim=1)
+    loss = -log_p.gather(1, y_train.unsqueeze(1)).sum() / max(n_train, 1)
+    r = log_p.exp_()
+    r.scatter_add_(1, y_train.unsqueeze(1), torch.full((n_train, 1), -1.0, dtype=acc, device=h.device))
+    r.mul_(1.0 / (tau * max(n_train, 1)))
+    grad = torch.cat([r @ h_virtual, r.t() @ h_train], dim=0)
+    return loss, grad.to(h.dtype)
+
+
+def sf_loss_grad(h: torch.Tensor, train_idx: torch.Tensor, y_train: torch.Tensor, virtual_idx: torch.Tensor,
+                 tau: float = 1.0, dense: bool = False, backend: str | None = None):
+    """SF loss of one layer and its gradient with respect to the layer output ``h``.
+
+    Args:
+        h: ``[N_aug, D]`` post-ReLU output of the layer on the augmented graph (or any row
+            subset that holds the training and virtual rows, e.g. the gathered
+            ``h[cat(train_idx, virtual_idx)]`` with local indices).
+        train_idx: ``[n_train]`` integer rows of ``h`` that carry the loss.
+        y_train: ``[n_train]`` integer labels in ``[0, C)``.
+        virtual_idx: ``[C]`` integer rows of ``h`` holding the virtual nodes (class ``c`` is
+            ``virtual_idx[c]``); must not overlap ``train_idx``.
+        tau: temperature (> 0).
+        dense: return a dense ``[N_aug, D]`` gradient instead of the row-restricted one.
+        backend: a backend that implements ``sf_loss_grad``; default: the fastest usable one
+            (the reference formula when no compiled one implements it).
+
+    Returns:
+        ``(loss, grad_rows, rows)``: 0-d loss (float32, float64 for float64 ``h``),
+        ``grad_rows`` ``[n_train + C, D]`` = ``dloss/dh[rows]`` in ``h``'s dtype and
+        ``rows = cat(train_idx, virtual_idx)`` (int64). With ``dense=True``:
+        ``(loss, grad_h)`` with ``grad_h`` ``[N_aug, D]``.
+
+    Raises:
+        TypeError: non-tensor or wrongly typed argument.
+        ValueError: wrong shapes, out-of-range indices or labels, overlapping index sets.
+    """
+    check_float(h, "h", ndim=2)
+    n = h.shape[0]
+    train_idx = _check_index(train_idx, "train_idx", n, h.device)
+    virtual_idx = _check_index(virtual_idx, "virtual_idx", n, h.device)
+    num_classes = virtual_idx.numel()
+    if num_classes < 1:
+        raise ValueError("virtual_idx must hold at least one virtual node")
+    check_tensor(y_train, "y_train")
+    if y_train.dtype == torch.bool or y_train.is_floating_point() or y_train.is_complex():
+        raise TypeError(f"y_train must have an integer dtype, got {y_train.dtype}")
+    if y_train.dim() != 1 or y_train.numel() != train_idx.numel():
+        raise ValueError(f"y_train must have shape [{train_idx.numel()}] (one label per train_idx entry), "
+                         f"got {tuple(y_train.shape)}")
+    check_same_device("y_train", y_train, h.device, "h")
+    if y_train.numel() and (int(y_train.min()) < 0 or int(y_train.max()) >= num_classes):
+        raise ValueError(f"y_train must be in [0, {num_classes}) (one virtual node per class)")
+    tau = check_positive_number(tau, "tau")
+    if not isinstance(dense, bool):
+        raise TypeError(f"dense must be a bool, got {type(dense).__name__}")
+    if train_idx.numel() and torch.isin(virtual_idx, train_idx).any():
+        raise ValueError("virtual_idx and train_idx must not overlap")
+    y_train = y_train.to(torch.int64)
+
+    try:
+        impl = _backends.resolve("sf_loss_grad", backend, h.device, h.dtype)
+    except ValueError:
+        if backend is not None:
+            raise
+        impl = None  # FFKERNELS_BACKEND names a backend without this op: use the formula below
+    fn = getattr(impl, "sf_loss_grad", None)
+    if fn is None:
+        loss, grad_rows = _reference(h, train_idx, y_train, virtual_idx, tau)
+    else:
+        loss, grad_rows = fn(h.contiguous(), train_idx, y_train, virtual_idx, tau)
+    rows = torch.cat([train_idx, virtual_idx])
+    if not dense:
+        return loss, grad_rows, rows
+    grad = torch.zeros_like(h)
+    grad.index_add_(0, rows, grad_rows)
+    return loss, grad
+
+
+def sf_logits(h: torch.Tensor, virtual_idx: torch.Tensor, tau: float = 1.0, idx: torch.Tensor | None = None):
+    """``h[idx] @ h[virtual_idx]^T / tau`` ``[len(idx), C]``: the SF class scores (inference)."""
+    check_float(h, "h", ndim=2)
+    virtual_idx = _check_index(virtual_idx, "virtual_idx", h.shape[0], h.device)
+    tau = check_positive_number(tau, "tau")
+    hv = h.index_select(0, virtual_idx)
+    rows = h if idx is None else h.index_select(0, _check_index(idx, "idx", h.shape[0], h.device))
+    return (rows @ hv.t()) / tau
