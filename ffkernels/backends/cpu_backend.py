@@ -1,0 +1,80 @@
+"""The ``cpu`` backend: C++/OpenMP kernels of the compiled extension ``ffkernels._C``.
+
+Same kernel-level signatures and semantics as :mod:`ffkernels.backends.reference`. The ops
+are registered as ``torch.ops.ffkernels.*`` by loading the extension; this module also
+registers their fake (meta) implementations so that they compose with ``torch.compile``.
+"""
+from __future__ import annotations
+
+import torch
+
+from .._extension import extension, extension_error
+
+NAME = "cpu"
+SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+OPS = ("aggregate", "goodness_loss_grad", "linear_goodness_step")
+
+
+def availability():
+    """None when the extension is loaded, else why the cpu backend cannot be used."""
+    if extension() is None:
+        return extension_error()
+    return None
+
+
+def supports(op, device, dtype):
+    return op in OPS and torch.device(device).type == "cpu" and dtype in SUPPORTED_DTYPES
+
+
+def _ops():
+    if extension() is None:
+        raise RuntimeError(extension_error())
+    return torch.ops.ffkernels
+
+
+def aggregate(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt):
+    return _ops().aggregate(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt)
+
+
+def goodness_loss_grad(h, positive, theta, goodness, loss, temperature, alpha, pairs):
+    return _ops().goodness_loss_grad(h, positive, float(theta), goodness, loss, float(temperature),
+                                     float(alpha), pairs)
+
+
+def linear_goodness_step(x, weight, bias, positive, theta, goodness, loss, temperature, alpha, pairs):
+    return _ops().linear_goodness_step(x, weight, bias, positive, float(theta), goodness, loss,
+                                       float(temperature), float(alpha), pairs)
+
+
+def _acc(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _register_fakes():
+    """Shape/dtype-only implementations for torch.compile / FakeTensor tracing."""
+    if extension() is None or getattr(_register_fakes, "done", False):
+        return
+    _register_fakes.done = True
+    register = getattr(torch.library, "register_fake", None) or torch.library.impl_abstract
+
+    @register("ffkernels::aggregate")
+    def _aggregate_fake(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt):
+        return x.new_empty(x.shape)
+
+    @register("ffkernels::goodness_loss_grad")
+    def _goodness_fake(h, positive, theta, goodness, loss, temperature, alpha, pairs):
+        acc = _acc(h.dtype)
+        return h.new_empty((), dtype=acc), h.new_empty((h.shape[0],), dtype=acc), h.new_empty(h.shape)
+
+    @register("ffkernels::linear_goodness_step")
+    def _linear_fake(x, weight, bias, positive, theta, goodness, loss, temperature, alpha, pairs):
+        acc = _acc(x.dtype)
+        grad_bias = None if bias is None else bias.new_empty(bias.shape)
+        return (x.new_empty((), dtype=acc), x.new_empty((x.shape[0],), dtype=acc), weight.new_empty(weight.shape),
+                grad_bias, x.new_empty((x.shape[0], weight.shape[0])))
+
+
+try:
+    _register_fakes()
+except Exception:  # a fake registration must never make the backend unusable
+    pass
