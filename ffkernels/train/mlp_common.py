@@ -1,0 +1,106 @@
+"""Pieces shared by the MLP forward-learning algorithms (FF, SymBa, CFF, PEPITA).
+
+Everything here is autograd-free and seeded through explicit ``torch.Generator`` objects, so
+two runs with the same seed draw the same validation subset, batches and negatives.
+"""
+from __future__ import annotations
+
+import torch
+
+#: The validation subset carved out of the training split is drawn with this fixed seed, so
+#: every run (whatever its own seed) selects models on the same rows.
+VALIDATION_SEED = 20240601
+
+
+def validation_split(train_idx: torch.Tensor, fraction: float = 0.1, seed: int = VALIDATION_SEED):
+    """Split ``train_idx`` into ``(fit_idx, val_idx)`` with a fixed seeded permutation.
+
+    Used for datasets without a validation split (``digits``): ``fraction`` of the training
+    rows (at least one, and at least one left for fitting) become the validation subset.
+    Both returned index tensors are sorted.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction!r}")
+    n = int(train_idx.numel())
+    if n < 2:
+        raise ValueError(f"need at least 2 training rows to carve a validation subset, got {n}")
+    gen = torch.Generator().manual_seed(int(seed))
+    perm = torch.randperm(n, generator=gen).to(train_idx.device)
+    n_val = min(max(int(round(fraction * n)), 1), n - 1)
+    val = train_idx[perm[:n_val]].sort()[0]
+    fit = train_idx[perm[n_val:]].sort()[0]
+    return fit, val
+
+
+def make_generator(seed: int) -> torch.Generator:
+    """A CPU generator for shuffles and negative sampling (independent of the global RNG)."""
+    return torch.Generator().manual_seed(int(seed))
+
+
+def minibatches(n: int, batch_size: int | None, generator: torch.Generator, device) -> list:
+    """A seeded shuffle of ``range(n)`` cut into index batches (the last one may be short)."""
+    perm = torch.randperm(n, generator=generator).to(device)
+    if batch_size is None or batch_size >= n:
+        return [perm]
+    return list(torch.split(perm, int(batch_size)))
+
+
+def uniform_wrong_labels(y: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """For each label ``y_i`` a label drawn uniformly from the ``C - 1`` other classes.
+
+    ``(y + k) mod C`` with ``k`` uniform in ``[1, C - 1]``: never the true label (invariant 4).
+    """
+    if num_classes < 2:
+        raise ValueError("negatives need at least 2 classes")
+    shift = torch.randint(1, num_classes, (y.numel(),), generator=generator).to(y.device)
+    return (y + shift) % num_classes
+
+
+def hard_wrong_labels(scores: torch.Tensor, y: torch.Tensor, generator: torch.Generator,
+                      temperature: float = 1.0) -> torch.Tensor:
+    """Wrong labels sampled from the model's own class scores with the true class masked out.
+
+    Args:
+        scores: ``[N, C]`` class scores (higher = more likely; e.g. summed goodness).
+        y: ``[N]`` true labels.
+        temperature: the sampling distribution is ``softmax(scores / temperature)`` over the
+            wrong classes. Goodness sums are large numbers, so the default samples nearly the
+            model's most-confused wrong class, as Hinton's hard negatives do.
+
+    Never returns the true label (invariant 4): its probability is exactly zero.
+    """
+    logits = scores.to(torch.float64) / temperature
+    logits = logits.scatter(1, y.view(-1, 1), float("-inf"))
+    probs = torch.softmax(logits, dim=1)
+    # Guard rows where every wrong class underflowed (all -inf would give NaN): uniform then.
+    bad = ~torch.isfinite(probs).all(dim=1) | (probs.sum(dim=1) <= 0)
+    if bad.any():
+        uniform = torch.ones_like(probs[bad]).scatter(1, y[bad].view(-1, 1), 0.0)
+        probs[bad] = uniform / uniform.sum(dim=1, keepdim=True)
+    return torch.multinomial(probs.cpu(), 1, generator=generator).view(-1).to(y.device)
+
+
+def with_label(x: torch.Tensor, labels: torch.Tensor | None, num_classes: int, scale: float = 1.0) -> torch.Tensor:
+    """``[label part | x]``: the label one-hot (times ``scale``) in the first ``C`` input dims.
+
+    ``labels=None`` gives the neutral label ``scale / C`` in every label dim (softmax-mode
+    inference). The label is prepended rather than written over pixels, so no feature is lost.
+    """
+    n = x.shape[0]
+    if labels is None:
+        lab = torch.full((n, num_classes), scale / num_classes, dtype=x.dtype, device=x.device)
+    else:
+        lab = torch.zeros(n, num_classes, dtype=x.dtype, device=x.device)
+        lab.scatter_(1, labels.view(-1, 1), scale)
+    return torch.cat([lab, x], dim=1)
+
+
+def accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
+    """Fraction of ``pred == y`` (``0.0`` for no rows)."""
+    if y.numel() == 0:
+        return 0.0
+    return float((pred.to(y.device) == y).to(torch.float64).mean())
+
+
+__all__ = ["VALIDATION_SEED", "validation_split", "make_generator", "minibatches", "uniform_wrong_labels",
+           "hard_wrong_labels", "with_label", "accuracy"]
