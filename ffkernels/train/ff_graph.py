@@ -179,6 +179,7 @@ def _la_make_streams(layer, layer_idx, inputs, rows, graph, model):
                       None, prepared)
 
 
+@torch.no_grad()
 def _ff_stream_step(layer, streams: _LAStreams, positive_streams: int, theta: float, goodness: str) -> float:
     """One FF step on stacked streams (first ``positive_streams`` streams are positive)."""
     z = streams.z(layer)
@@ -318,6 +319,7 @@ class _VNStreams:
             z = z + layer.bias
         return z
 
+    @torch.no_grad()
     def step(self, layer, theta, goodness) -> float:
         z = self.z(layer)
         s, n, d = z.shape
