@@ -1,0 +1,297 @@
+"""GPU timings of the Triton and CUDA C++ kernels against the baselines a user would pick.
+
+Run on a CUDA machine (``scripts/gpu_check.sh`` calls it)::
+
+    python benchmarks/bench_gpu.py --out gpu_out            # full sizes (E = 1.6e7, [4M, 128])
+    python benchmarks/bench_gpu.py --quick --out gpu_out    # 1/4 sizes
+
+``--smoke`` runs tiny sizes on whatever device is there (CPU under TRITON_INTERPRET=1) to
+check the script itself. Every figure is measured in this one run on this one card: ratios
+against a baseline, and achieved bandwidth against a measured device-to-device copy.
+Writes ``gpu_bench.md`` (markdown table) and ``gpu_bench.json`` under ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import ffkernels  # noqa: E402
+from ffkernels import ops  # noqa: E402
+from ffkernels.graph import Graph  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- timing
+def bench(fn, device, min_reps=5, max_reps=50, budget_s=1.0):
+    """Median milliseconds of ``fn()`` (CUDA events on GPU, perf_counter on CPU)."""
+    fn()  # compile / warm up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    times = []
+    t_start = time.perf_counter()
+    while len(times) < max_reps and (len(times) < min_reps or time.perf_counter() - t_start < budget_s):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+class Table:
+    def __init__(self):
+        self.rows = []
+
+    def add(self, group, name, ms, baseline_ms=None, baseline=None, gbytes=None, copy_gbs=None, note=""):
+        row = {"group": group, "name": name, "ms": ms, "baseline": baseline, "baseline_ms": baseline_ms,
+               "speedup": (baseline_ms / ms) if (baseline_ms and ms) else None,
+               "gbs": (gbytes / (ms * 1e-3)) if (gbytes and ms) else None, "note": note}
+        row["pct_copy"] = (100.0 * row["gbs"] / copy_gbs) if (row["gbs"] and copy_gbs) else None
+        self.rows.append(row)
+        print(f"  {group:28s} {name:34s} {ms:9.3f} ms"
+              + (f"  x{row['speedup']:.2f} vs {baseline}" if row["speedup"] else "")
+              + (f"  {row['gbs']:.0f} GB/s ({row['pct_copy']:.0f}% of copy)" if row["pct_copy"] else ""),
+              flush=True)
+
+    def markdown(self):
+        lines = ["| group | implementation | time (ms) | speedup vs | GB/s | % of copy BW | note |",
+                 "|---|---|---:|---|---:|---:|---|"]
+        for r in self.rows:
+            sp = f"{r['speedup']:.2f}x {r['baseline']}" if r["speedup"] else ""
+            gbs = f"{r['gbs']:.0f}" if r["gbs"] else ""
+            pct = f"{r['pct_copy']:.0f}%" if r["pct_copy"] else ""
+            lines.append(f"| {r['group']} | {r['name']} | {r['ms']:.3f} | {sp} | {gbs} | {pct} | {r['note']} |")
+        return "\n".join(lines)
+
+
+def guarded(table, group, name, fn, **kw):
+    """Time ``fn`` and add a row; a failure becomes a row saying so, not the end of the run."""
+    try:
+        ms = bench(fn, kw.pop("device"))
+    except Exception as exc:  # keep timing the rest
+        traceback.print_exc()
+        table.rows.append({"group": group, "name": name, "ms": float("nan"), "baseline": None, "baseline_ms": None,
+                           "speedup": None, "gbs": None, "pct_copy": None,
+                           "note": f"FAILED: {type(exc).__name__}: {str(exc)[:80]}"})
+        return None
+    table.add(group, name, ms, **kw)
+    return ms
+
+
+# ----------------------------------------------------------------------------- checks
+def correctness(device, names):
+    """Small adversarial graph: every backend under test against the reference (all reduces)."""
+    gen = torch.Generator().manual_seed(0)
+    n = 300
+    ei = torch.cat([torch.randint(0, n - 1, (2, 3000), generator=gen),
+                    torch.stack([torch.randint(0, n - 1, (500,), generator=gen), torch.zeros(500, dtype=torch.long)])],
+                   dim=1).to(device)
+    g = Graph.from_edge_index(ei, n)
+    w = torch.rand(ei.shape[1], generator=gen).to(device)
+    results = []
+    for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 3e-2), (torch.float16, 3e-3)):
+        for feats in (1, 3, 64, 128, 129, 256):
+            x = torch.randn(n, feats, generator=gen).to(dtype).to(device)
+            for reduce in ("sum", "mean", "max", "gcn"):
+                for ew in (None, w):
+                    ref = ops.aggregate(g, x.float(), reduce, ew, backend="reference")
+                    for name in names:
+                        try:
+                            out = ops.aggregate(g, x, reduce, ew, backend=name).float()
+                            err = ((out - ref).abs() / (ref.abs() + 1.0)).max().item()
+                            ok = err <= tol
+                        except Exception as exc:
+                            err, ok = str(exc)[:60], False
+                        if not ok:
+                            results.append(f"aggregate {name} {dtype} F={feats} {reduce} "
+                                           f"weighted={ew is not None}: err={err}")
+    return results
+
+
+# ----------------------------------------------------------------------------- suites
+def random_graph(num_nodes, num_edges, device, skewed=False, seed=0):
+    gen = torch.Generator(device=device).manual_seed(seed)
+    src = torch.randint(0, num_nodes, (num_edges,), device=device, generator=gen)
+    if skewed:  # power-law-ish in-degrees: a few destinations get a large share of the edges
+        u = torch.rand(num_edges, device=device, generator=gen)
+        dst = (num_nodes * u.pow(4)).long().clamp_max(num_nodes - 1)
+    else:
+        dst = torch.randint(0, num_nodes, (num_edges,), device=device, generator=gen)
+    return Graph.from_edge_index(torch.stack([src, dst]), num_nodes)
+
+
+def suite_copy(table, device, numel):
+    a = torch.empty(numel, dtype=torch.float32, device=device).uniform_()
+    b = torch.empty_like(a)
+    ms = bench(lambda: b.copy_(a), device)
+    gbs = 2 * a.numel() * 4 / (ms * 1e-3) / 1e9
+    table.add("memory", f"copy {numel * 4 / 2**30:.2f} GiB (read+write)", ms, gbytes=2 * numel * 4 / 1e9)
+    return gbs
+
+
+def suite_aggregate(table, device, num_nodes, num_edges, feats, copy_gbs, names, skewed=False):
+    g = random_graph(num_nodes, num_edges, device, skewed=skewed)
+    x = torch.randn(num_nodes, feats, device=device)
+    label = f"aggregate {'skewed ' if skewed else ''}N={num_nodes:.0e} E={num_edges:.1e} F={feats}"
+    # Bytes a row-split kernel must move at least: indices, one gathered row per edge, output.
+    idx_bytes = num_edges * g.col.element_size() + (num_nodes + 1) * g.rowptr.element_size()
+    gbytes = (idx_bytes + (num_edges + num_nodes) * feats * 4) / 1e9
+    csr = g.to_torch_sparse_csr()
+    base = guarded(table, label, "torch.sparse.mm (cuSPARSE CSR)", lambda: torch.sparse.mm(csr, x),
+                   device=device, gbytes=gbytes, copy_gbs=copy_gbs)
+    col64 = g.col.long()
+    row64 = g.row.long()
+    if not skewed:
+        def gather_scatter():
+            out = torch.zeros_like(x)
+            out.index_add_(0, row64, x.index_select(0, col64))
+            return out
+        guarded(table, label, "gather + index_add_ (PyG-style)", gather_scatter, device=device,
+                baseline_ms=base, baseline="cuSPARSE", gbytes=gbytes, copy_gbs=copy_gbs)
+    reduces = ("sum",) if skewed else ("sum", "mean", "max", "gcn")
+    for name in names:
+        for reduce in reduces:
+            guarded(table, label, f"ffkernels {name} {reduce}",
+                    lambda name=name, reduce=reduce: ops.aggregate(g, x, reduce, backend=name), device=device,
+                    baseline_ms=base, baseline="cuSPARSE", gbytes=gbytes, copy_gbs=copy_gbs)
+    if not skewed:
+        xh = x.to(torch.bfloat16)
+        gbytes_h = (idx_bytes + (num_edges + num_nodes) * feats * 2) / 1e9
+        for name in names:
+            guarded(table, label, f"ffkernels {name} sum bf16", lambda name=name: ops.aggregate(g, xh, "sum", backend=name),
+                    device=device, baseline_ms=base, baseline="cuSPARSE fp32", gbytes=gbytes_h, copy_gbs=copy_gbs)
+    del g, x, csr, col64, row64
+
+
+def suite_goodness(table, device, rows, width, copy_gbs):
+    h = torch.relu(torch.randn(rows, width, device=device))
+    positive = torch.rand(rows, device=device) > 0.5
+    label = f"goodness_loss_grad [{rows}, {width}]"
+    gbytes = 2 * h.numel() * 4 / 1e9  # read h once, write grad_z once
+    dst = torch.empty_like(h)
+    copy_ms = guarded(table, label, "copy of h (same bytes)", lambda: dst.copy_(h), device=device,
+                      gbytes=gbytes, copy_gbs=copy_gbs)
+    ref = guarded(table, label, "eager torch (reference backend)",
+                  lambda: ops.goodness_loss_grad(h, positive, backend="reference"), device=device,
+                  gbytes=gbytes, copy_gbs=copy_gbs)
+    guarded(table, label, "ffkernels triton ff", lambda: ops.goodness_loss_grad(h, positive, backend="triton"),
+            device=device, baseline_ms=ref, baseline="eager", gbytes=gbytes, copy_gbs=copy_gbs,
+            note=f"copy takes {copy_ms:.3f} ms" if copy_ms else "")
+    hb = h.to(torch.bfloat16)
+    guarded(table, label, "ffkernels triton ff bf16", lambda: ops.goodness_loss_grad(hb, positive, backend="triton"),
+            device=device, baseline_ms=ref, baseline="eager fp32", gbytes=gbytes / 2, copy_gbs=copy_gbs)
+    del h, hb, dst
+
+
+def _autograd_step(x, weight, bias, positive, theta=2.0):
+    """What published forward-learning code does: autograd on the local loss."""
+    w = weight.detach().requires_grad_(True)
+    b = bias.detach().requires_grad_(True)
+    h = torch.relu(x @ w.t() + b)
+    g = (h * h).sum(1)
+    s = g - theta
+    pos = positive
+    loss = torch.nn.functional.softplus(-s[pos]).mean() + torch.nn.functional.softplus(s[~pos]).mean()
+    loss.backward()
+    return loss.detach(), w.grad, b.grad, h.detach()
+
+
+def suite_linear(table, device, rows, din, dout, dtype):
+    gen = torch.Generator(device=device).manual_seed(1)
+    x = torch.randn(rows, din, device=device, generator=gen).to(dtype)
+    weight = (torch.randn(dout, din, device=device, generator=gen) / din ** 0.5).to(dtype)
+    bias = torch.zeros(dout, device=device, dtype=dtype)
+    positive = torch.rand(rows, device=device, generator=gen) > 0.5
+    label = f"linear_goodness_step [{rows}x{din}]->{dout} {str(dtype).replace('torch.', '')}"
+    flops = 2 * 2 * rows * din * dout  # forward GEMM + grad_weight GEMM
+    eager = guarded(table, label, "autograd eager (published code)",
+                    lambda: _autograd_step(x, weight, bias, positive), device=device)
+    ref = guarded(table, label, "closed-form eager (reference backend)",
+                  lambda: ops.linear_goodness_step(x, weight, bias, positive, backend="reference"), device=device,
+                  baseline_ms=eager, baseline="autograd")
+    ms = guarded(table, label, "ffkernels triton fused",
+                 lambda: ops.linear_goodness_step(x, weight, bias, positive, backend="triton"), device=device,
+                 baseline_ms=eager, baseline="autograd")
+    if ms:
+        table.rows[-1]["note"] = f"{flops / (ms * 1e-3) / 1e12:.1f} TFLOP/s (2 GEMMs)"
+    del x, weight, bias
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=os.environ.get("OUT") or "gpu_out")
+    parser.add_argument("--quick", action="store_true", help="1/4 sizes")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, any device (checks the script)")
+    args = parser.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    avail = ffkernels.backends()
+    names = [n for n in ("triton", "cuda") if avail[n]["available"]]
+    print("backends:", json.dumps(avail), flush=True)
+    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__,
+            "python": platform.python_version(), "device": str(device),
+            "card": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
+            "backends": avail}
+    try:
+        import triton
+        meta["triton"] = triton.__version__
+    except Exception:
+        pass
+
+    if args.smoke:
+        sizes = dict(copy=1 << 16, nodes=200, edges=2000, feats=16, good_rows=256, good_width=32,
+                     lin_rows=64, lin=((16, 32),))
+    elif args.quick:
+        sizes = dict(copy=1 << 27, nodes=250_000, edges=4_000_000, feats=128, good_rows=1 << 20, good_width=128,
+                     lin_rows=1 << 18, lin=((128, 128), (512, 256)))
+    else:
+        sizes = dict(copy=1 << 28, nodes=1_000_000, edges=16_000_000, feats=128, good_rows=1 << 22,
+                     good_width=128, lin_rows=1 << 20, lin=((128, 128), (512, 256)))
+    meta["sizes"] = {k: v for k, v in sizes.items()}
+
+    print("correctness (small adversarial graph vs reference)...", flush=True)
+    failures = correctness(device, names) if not args.smoke or device.type == "cuda" else []
+    meta["correctness_failures"] = failures
+    print(f"  {len(failures)} failures", *failures[:20], sep="\n  ", flush=True)
+
+    table = Table()
+    copy_gbs = suite_copy(table, device, sizes["copy"])
+    meta["copy_gbs"] = copy_gbs
+    suite_aggregate(table, device, sizes["nodes"], sizes["edges"], sizes["feats"], copy_gbs, names)
+    if not args.smoke:
+        suite_aggregate(table, device, sizes["nodes"], sizes["edges"], sizes["feats"], copy_gbs, names, skewed=True)
+    suite_goodness(table, device, sizes["good_rows"], sizes["good_width"], copy_gbs)
+    for din, dout in sizes["lin"]:
+        for dtype in (torch.float32, torch.bfloat16):
+            suite_linear(table, device, sizes["lin_rows"], din, dout, dtype)
+
+    header = (f"# ffkernels GPU benchmark\n\n{meta['date']} | {meta['card']} | torch {meta['torch']} | "
+              f"triton {meta.get('triton')} | copy bandwidth {copy_gbs:.0f} GB/s (read+write)\n\n"
+              f"Correctness check failures: {len(failures)}\n\n")
+    md = header + table.markdown() + "\n"
+    print("\n" + md)
+    with open(os.path.join(args.out, "gpu_bench.md"), "w") as f:
+        f.write(md)
+    with open(os.path.join(args.out, "gpu_bench.json"), "w") as f:
+        json.dump({"meta": meta, "rows": table.rows}, f, indent=1, default=str)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
