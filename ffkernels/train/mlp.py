@@ -34,7 +34,8 @@ where a field still holds the graph default, the MLP default below applies inste
 - FF family: [``negatives``] ``uniform`` | ``hard``; [``inference``] ``best`` (default: the
   mode with the better validation accuracy; ties go to goodness) | ``goodness`` |
   ``softmax``; [``theta``] (or ``config.theta``), [``goodness``], [``normalize``],
-  [``label_scale``], [``temperature``], [``alpha``], [``hard_temperature``].
+  [``label_scale``], [``temperature``], [``alpha``], [``hard_temperature``], [``head``],
+  [``score_layers``] ``skip_first`` (layers 2..L; FF and SymBa default) | ``all`` (CFF default).
 - PEPITA: ``layers`` counts weight layers with the output layer (``layers - 1`` hidden);
   [``output_error``] ``modulated`` | ``clean``; [``feedback_scale``]; [``bias``].
 
@@ -114,7 +115,8 @@ def run_ff_family(config: TrainConfig, data, progress: Progress, cls=FFMLP, nega
                 label_scale=float(config.extra.get("label_scale", 1.0)),
                 temperature=float(config.extra.get("temperature", 1.0)), alpha=float(config.extra.get("alpha", 4.0)),
                 lr=float(_pick(config, "lr", FF_LR)), weight_decay=float(_pick(config, "weight_decay", 0.0)),
-                head=bool(config.extra.get("head", True)), seed=config.seed).to(config.device)
+                head=bool(config.extra.get("head", True)), score_layers=config.extra.get("score_layers"),
+                seed=config.seed).to(config.device)
     model.fit(data.x[fit], data.y[fit], label=config.algo, **fit_kw)
     val_acc = model.evaluate(data.x[val], data.y[val])
     test_acc = model.evaluate(data.x[data.test_idx], data.y[data.test_idx])
