@@ -100,6 +100,7 @@ void run_aggregate(const at::Tensor& rowptr, const at::Tensor& col, const at::Te
   args.scale = scale.defined() ? scale.data_ptr<acc_t>() : nullptr;
   args.out = out.data_ptr<scalar_t>();
   args.num_features = x.size(1);
+  args.prefetch_distance = 8;  // measured best of 0..32 on the 2-core dev machine (N=100k, E=2M, F=128)
   const int64_t num_rows = rowptr.numel() - 1;
   const AggregateTaskFn fn = pick_task_fn<scalar_t, acc_t, index_t>(reduce, weight.defined());
   const int num_threads = at::in_parallel_region() ? 1 : at::get_num_threads();
@@ -130,6 +131,19 @@ at::Tensor aggregate_cpu(const at::Tensor& rowptr_in, const at::Tensor& col_in, 
   const at::Tensor x = x_in.contiguous();
   const at::Tensor rowptr = rowptr_in.contiguous();
   const at::Tensor col = col_in.contiguous();
+  // Cheap (one pass over the indices, ~1% of the kernel) and it turns a corrupt CSR into an
+  // error instead of an out-of-bounds read.
+  const int64_t num_rows = x.size(0);
+  TORCH_CHECK(rowptr[0].item<int64_t>() == 0 && rowptr[num_rows].item<int64_t>() == col.numel(),
+              "aggregate: rowptr must start at 0 and end at E = ", col.numel());
+  if (num_rows > 0)
+    TORCH_CHECK((rowptr.slice(0, 1).ge(rowptr.slice(0, 0, num_rows))).all().item<bool>(),
+                "aggregate: rowptr must be non-decreasing");
+  if (col.numel() > 0) {
+    const auto [lo, hi] = at::aminmax(col);
+    TORCH_CHECK(lo.item<int64_t>() >= 0 && hi.item<int64_t>() < num_rows, "aggregate: col must index rows of x in [0, ",
+                num_rows, ")");
+  }
   const auto acc_type = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor weight, scale;
   if (edge_weight.has_value() && edge_weight->defined()) {

@@ -24,7 +24,7 @@ void aggregate_task(const AggregateArgs& args, const AggregateTask& task) {
   constexpr bool kScaled = kWeighted || kReduce == kReduceGcn;
   // Accumulator chunk: 1 KiB stays in L1 next to the neighbour rows streaming through.
   constexpr int64_t kChunk = 1024 / sizeof(acc_t);
-  constexpr int64_t kPrefetchDistance = 8;  // edges ahead: hides DRAM latency of random rows
+  const int64_t kPrefetchDistance = args.prefetch_distance;
   const index_t* __restrict__ rowptr = static_cast<const index_t*>(args.rowptr);
   const index_t* __restrict__ col = static_cast<const index_t*>(args.col);
   const scalar_t* __restrict__ x = static_cast<const scalar_t*>(args.x);

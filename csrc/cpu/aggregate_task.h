@@ -16,6 +16,7 @@ struct AggregateArgs {
   const void* scale;        // [N] acc_t (gcn only) or nullptr
   void* out;                // [N, F] scalar_t
   int64_t num_features;
+  int64_t prefetch_distance;  // edges ahead whose source rows are prefetched
 };
 
 struct AggregateTask {

@@ -1,0 +1,510 @@
+"""Every op x every usable backend against the reference (ffkernels/backends/reference.py),
+the reference's closed-form gradients against autograd, determinism of the cpu backend and
+validation of bad inputs. Inputs are small: the Triton backend runs under its interpreter
+on CPU-only machines.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ffkernels
+from ffkernels import Graph, ops
+from ffkernels.backends import reference
+from conftest import backend_module, require_backend
+
+FEATURES = (1, 3, 127, 129)
+REDUCES = ("sum", "mean", "max", "gcn")
+HALF_TOL = {torch.float16: dict(rtol=2e-3, atol=1e-2), torch.bfloat16: dict(rtol=1.6e-2, atol=5e-2)}
+
+
+def tolerance(dtype):
+    if dtype == torch.float64:
+        return dict(rtol=1e-10, atol=1e-10)
+    if dtype == torch.float32:
+        return dict(rtol=1e-4, atol=1e-4)
+    return HALF_TOL[dtype]
+
+
+def assert_close(actual, expected, dtype):
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape, (actual.dtype, expected.dtype,
+                                                                               actual.shape, expected.shape)
+    torch.testing.assert_close(actual.double(), expected.double(), **tolerance(dtype))
+
+
+# ----------------------------------------------------------------------------- graphs
+def make_graph(kind: str, device="cpu", seed=0) -> Graph:
+    gen = torch.Generator().manual_seed(seed)
+    if kind == "random":
+        n, ei = 200, torch.randint(0, 200, (2, 2000), generator=gen)
+    elif kind == "empty":  # nodes but no edges
+        n, ei = 12, torch.zeros(2, 0, dtype=torch.int64)
+    elif kind == "isolated":  # only the first 30 of 90 nodes receive edges, the last 20 send none
+        n = 90
+        ei = torch.stack([torch.randint(0, 70, (300,), generator=gen), torch.randint(0, 30, (300,), generator=gen)])
+    elif kind == "hub":  # node 5 has in-degree 2500: one row dominates the work
+        n = 150
+        hub = torch.stack([torch.randint(0, n, (2500,), generator=gen), torch.full((2500,), 5)])
+        ei = torch.cat([hub, torch.randint(0, n, (2, 300), generator=gen)], 1)
+    elif kind == "dup_self":  # duplicate edges and self loops, kept as multi-edges
+        n = 40
+        base = torch.randint(0, n, (2, 150), generator=gen)
+        loops = torch.arange(0, n, 3).repeat(2, 1)
+        ei = torch.cat([base, base[:, :60], loops, loops], 1)
+    else:
+        raise ValueError(kind)
+    return Graph.from_edge_index(ei.to(device), n)
+
+
+GRAPHS = ("random", "empty", "isolated", "hub", "dup_self")
+
+
+def features(n, f, dtype=torch.float32, device="cpu", seed=1, layout="contiguous"):
+    gen = torch.Generator().manual_seed(seed)
+    if layout == "transposed":  # a non-contiguous view of the same values
+        return torch.randn(f, n, generator=gen).to(dtype).to(device).t()
+    if layout == "sliced":
+        return torch.randn(n, 2 * f, generator=gen).to(dtype).to(device)[:, ::2]
+    return torch.randn(n, f, generator=gen).to(dtype).to(device)
+
+
+def edge_weights(graph, dtype=torch.float32, seed=2):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(graph.num_edges, generator=gen).to(dtype).to(graph.device) + 0.5
+
+
+# ----------------------------------------------------------------------------- aggregate
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("reduce", REDUCES)
+@pytest.mark.parametrize("kind", GRAPHS)
+def test_aggregate_matches_reference(backend, device, kind, reduce, weighted):
+    require_backend(backend, "aggregate", device, torch.float32)
+    g = make_graph(kind, device)
+    w = edge_weights(g) if weighted else None
+    for f in FEATURES:
+        x = features(g.num_nodes, f, device=device, seed=f)
+        expected = ops.aggregate(g, x, reduce, w, backend="reference")
+        actual = ops.aggregate(g, x, reduce, w, backend=backend)
+        assert_close(actual, expected, torch.float32)
+
+
+@pytest.mark.parametrize("layout", ["transposed", "sliced"])
+def test_aggregate_non_contiguous_x(backend, device, layout):
+    require_backend(backend, "aggregate", device, torch.float32)
+    g = make_graph("random", device)
+    x = features(g.num_nodes, 33, device=device, layout=layout)
+    assert not x.is_contiguous()
+    for reduce in REDUCES:
+        expected = reference.aggregate(g.rowptr, g.col, x.contiguous(), None, reduce, g.deg_inv_sqrt)
+        assert_close(ops.aggregate(g, x, reduce, backend=backend), expected, torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("reduce", REDUCES)
+def test_aggregate_dtypes(backend, device, dtype, reduce):
+    require_backend(backend, "aggregate", device, dtype)
+    for kind in ("random", "hub"):
+        g = make_graph(kind, device)
+        w = edge_weights(g, dtype=dtype)
+        x = features(g.num_nodes, 37, dtype=dtype, device=device)
+        for weight in (None, w):
+            expected = ops.aggregate(g, x, reduce, weight, backend="reference")
+            assert_close(ops.aggregate(g, x, reduce, weight, backend=backend), expected, dtype)
+
+
+def test_aggregate_int64_indices(backend, device):
+    require_backend(backend, "aggregate", device, torch.float32)
+    g = make_graph("hub", device)
+    g64 = Graph(g.rowptr.to(torch.int64), g.col.to(torch.int64), g.edge_perm, g.num_nodes)
+    x = features(g.num_nodes, 20, device=device)
+    for reduce in REDUCES:
+        assert_close(ops.aggregate(g64, x, reduce, backend=backend),
+                     ops.aggregate(g, x, reduce, backend="reference"), torch.float32)
+
+
+def test_aggregate_values_by_hand():
+    """The reference itself on a 3-node graph (0->1, 2->1, 1->1 with weights 1, 2, 3)."""
+    g = Graph.from_edge_index(torch.tensor([[0, 2, 1], [1, 1, 1]]), 3)
+    x = torch.tensor([[1.0], [10.0], [100.0]])
+    w = torch.tensor([1.0, 2.0, 3.0])
+    for name in ["reference", "cpu"]:
+        if not ffkernels.backends()[name]["available"]:
+            continue
+        assert ops.aggregate(g, x, "sum", backend=name).flatten().tolist() == [0, 111, 0]
+        assert ops.aggregate(g, x, "sum", w, backend=name).flatten().tolist() == [0, 231, 0]
+        assert ops.aggregate(g, x, "mean", backend=name).flatten().tolist() == [0, 37, 0]
+        assert ops.aggregate(g, x, "max", w, backend=name).flatten().tolist() == [0, 200, 0]
+        gcn = ops.aggregate(g, x, "gcn", backend=name).flatten()
+        s = torch.tensor([1.0, 0.5, 1.0])  # (in_degree + 1) ** -0.5
+        exp = torch.tensor([1.0, 0.5 * (1 * 1 + 100 * 1 + 10 * 0.5 + 0.5 * 10), 100.0])
+        torch.testing.assert_close(gcn, exp)
+
+
+def test_aggregate_gcn_equals_dense_formula():
+    g = make_graph("dup_self")
+    x = features(g.num_nodes, 5, dtype=torch.float64)
+    a = g.to_torch_sparse_csr(dtype=torch.float64).to_dense() + torch.eye(g.num_nodes, dtype=torch.float64)
+    d = a.sum(1).rsqrt()
+    expected = d[:, None] * a * d[None, :] @ x
+    torch.testing.assert_close(ops.aggregate(g, x, "gcn", backend="reference"), expected)
+    if ffkernels.backends()["cpu"]["available"]:
+        torch.testing.assert_close(ops.aggregate(g, x, "gcn", backend="cpu"), expected)
+
+
+# ----------------------------------------------------------------------------- goodness
+def autograd_loss(h, positive, theta, goodness, loss, temperature, alpha, pairs):
+    """The local loss written directly (independently of the closed form), for autograd."""
+    k = 1.0 if goodness == "sum" else 1.0 / max(h.shape[1], 1)
+    g = k * (h * h).sum(1)
+    if loss == "ff":
+        s = (g - theta) / temperature
+        total = h.new_zeros(())
+        if positive.any():
+            total = total + F.softplus(-s[positive]).mean()
+        if (~positive).any():
+            total = total + F.softplus(s[~positive]).mean()
+        return total
+    d = g[pairs[:, 0]] - g[pairs[:, 1]]
+    return F.softplus(-alpha * d).sum() / max(pairs.shape[0], 1)
+
+
+def goodness_inputs(n, d, dtype=torch.float32, device="cpu", seed=0, positives="mixed", num_pairs=None):
+    gen = torch.Generator().manual_seed(seed)
+    z = (torch.randn(n, d, generator=gen, dtype=torch.float64) * (1.5 / max(d, 1) ** 0.5))
+    positive = {"mixed": torch.rand(n, generator=gen) < 0.5, "all": torch.ones(n, dtype=torch.bool),
+                "none": torch.zeros(n, dtype=torch.bool)}[positives]
+    num_pairs = n if num_pairs is None else num_pairs
+    pairs = torch.randint(0, max(n, 1), (num_pairs, 2), generator=gen) if n > 0 else torch.zeros(0, 2, dtype=torch.int64)
+    return z.to(dtype).to(device), positive.to(device), pairs.to(device)
+
+
+LOSS_CASES = [("ff", "sum"), ("ff", "mean"), ("symba", "sum"), ("symba", "mean")]
+
+
+@pytest.mark.parametrize("loss,goodness", LOSS_CASES)
+@pytest.mark.parametrize("positives", ["mixed", "all", "none"])
+def test_reference_goodness_grad_equals_autograd(loss, goodness, positives):
+    z, positive, pairs = goodness_inputs(37, 11, torch.float64, positives=positives)
+    z.requires_grad_(True)
+    h = torch.relu(z)
+    theta, temperature, alpha = 0.7, 1.3, 4.0
+    expected = autograd_loss(h, positive, theta, goodness, loss, temperature, alpha, pairs)
+    (grad_auto,) = torch.autograd.grad(expected, z)
+    total, g, grad_z = reference.goodness_loss_grad(h.detach(), positive, theta, goodness, loss, temperature,
+                                                    alpha, pairs if loss == "symba" else None)
+    assert abs(float(total) - float(expected)) <= 1e-6 * max(1.0, abs(float(expected)))
+    rel = (grad_z - grad_auto).norm() / grad_auto.norm().clamp_min(1e-300)
+    assert rel < 1e-6, rel
+
+
+@pytest.mark.parametrize("loss,goodness", LOSS_CASES)
+@pytest.mark.parametrize("shape", [(0, 5), (1, 1), (63, 3), (70, 127), (40, 129)])
+def test_goodness_loss_grad_matches_reference(backend, device, loss, goodness, shape):
+    require_backend(backend, "goodness_loss_grad", device, torch.float32)
+    n, d = shape
+    for positives in ("mixed", "all", "none"):
+        z, positive, pairs = goodness_inputs(n, d, torch.float32, device, positives=positives)
+        h = torch.relu(z)
+        kw = dict(theta=0.9, goodness=goodness, loss=loss, temperature=0.8, alpha=3.0,
+                  pairs=pairs if loss == "symba" else None)
+        expected = ops.goodness_loss_grad(h, positive, backend="reference", **kw)
+        actual = ops.goodness_loss_grad(h, positive, backend=backend, **kw)
+        assert actual[0].dim() == 0
+        for a, e in zip(actual, expected):
+            assert_close(a, e, torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("loss", ["ff", "symba"])
+def test_goodness_loss_grad_dtypes(backend, device, dtype, loss):
+    require_backend(backend, "goodness_loss_grad", device, dtype)
+    z, positive, pairs = goodness_inputs(50, 33, dtype, device)
+    h = torch.relu(z)
+    kw = dict(theta=1.0, loss=loss, pairs=pairs if loss == "symba" else None)
+    expected = ops.goodness_loss_grad(h, positive, backend="reference", **kw)
+    actual = ops.goodness_loss_grad(h, positive, backend=backend, **kw)
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    assert actual[0].dtype == acc and actual[1].dtype == acc and actual[2].dtype == dtype
+    for a, e in zip(actual, expected):
+        assert_close(a, e, dtype if a.dtype == dtype else (dtype if dtype == torch.float64 else torch.float32))
+
+
+def test_goodness_backends_grad_equals_autograd(device):
+    """Every backend's closed form (float64 where supported) against autograd."""
+    for loss, goodness in LOSS_CASES:
+        z, positive, pairs = goodness_inputs(45, 9, torch.float64, device)
+        z.requires_grad_(True)
+        h = torch.relu(z)
+        expected = autograd_loss(h, positive, 1.1, goodness, loss, 1.0, 4.0, pairs)
+        (grad_auto,) = torch.autograd.grad(expected, z)
+        for name in ["reference", "cpu", "triton", "cuda"]:
+            info = ffkernels.backends()[name]
+            if not info["available"] or not backend_module(name).supports(
+                    "goodness_loss_grad", device, torch.float64):
+                continue
+            total, _, grad_z = ops.goodness_loss_grad(h.detach(), positive, 1.1, goodness, loss, 1.0,
+                                                      pairs if loss == "symba" else None, 4.0, backend=name)
+            assert abs(float(total) - float(expected)) <= 1e-9 * max(1.0, abs(float(expected)))
+            assert (grad_z - grad_auto).norm() / grad_auto.norm() < 1e-6, name
+
+
+# ----------------------------------------------------------------------------- linear step
+def linear_inputs(n, din, dout, dtype=torch.float32, device="cpu", seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, din, generator=gen, dtype=torch.float64).to(dtype).to(device)
+    w = (torch.randn(dout, din, generator=gen, dtype=torch.float64) / din ** 0.5).to(dtype).to(device)
+    b = (torch.randn(dout, generator=gen, dtype=torch.float64) * 0.1).to(dtype).to(device)
+    positive = (torch.rand(n, generator=gen) < 0.5).to(device)
+    pairs = torch.randint(0, max(n, 1), (n, 2), generator=gen).to(device)
+    return x, w, b, positive, pairs
+
+
+@pytest.mark.parametrize("loss,goodness", LOSS_CASES)
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
+def test_linear_goodness_step_equals_autograd(loss, goodness, with_bias):
+    x, w, b, positive, pairs = linear_inputs(40, 13, 7, torch.float64)
+    w.requires_grad_(True)
+    b.requires_grad_(True)
+    bias = b if with_bias else None
+    h = torch.relu(F.linear(x, w, bias))
+    expected = autograd_loss(h, positive, 0.8, goodness, loss, 1.0, 4.0, pairs)
+    grads = torch.autograd.grad(expected, [w, b] if with_bias else [w])
+    names = [n for n in ("reference", "cpu", "triton", "cuda") if ffkernels.backends()[n]["available"] and
+             backend_module(n).supports("linear_goodness_step", x.device, torch.float64)]
+    for name in names:
+        total, g, gw, gb, hh = ops.linear_goodness_step(x, w.detach(), None if bias is None else b.detach(), positive,
+                                                        0.8, goodness, loss, 1.0, pairs if loss == "symba" else None,
+                                                        4.0, backend=name)
+        assert abs(float(total) - float(expected)) < 1e-9, name
+        assert (gw - grads[0]).norm() / grads[0].norm() < 1e-6, name
+        if with_bias:
+            assert (gb - grads[1]).norm() / grads[1].norm() < 1e-6, name
+        else:
+            assert gb is None
+        torch.testing.assert_close(hh, h.detach())
+
+
+@pytest.mark.parametrize("loss,goodness", LOSS_CASES)
+@pytest.mark.parametrize("shape", [(0, 4, 3), (1, 1, 1), (50, 17, 129), (64, 129, 33)])
+def test_linear_goodness_step_matches_reference(backend, device, loss, goodness, shape):
+    require_backend(backend, "linear_goodness_step", device, torch.float32)
+    x, w, b, positive, pairs = linear_inputs(*shape, device=device)
+    for bias in (b, None):
+        kw = dict(theta=0.5, goodness=goodness, loss=loss, pairs=pairs if loss == "symba" else None)
+        expected = ops.linear_goodness_step(x, w, bias, positive, backend="reference", **kw)
+        actual = ops.linear_goodness_step(x, w, bias, positive, backend=backend, **kw)
+        for a, e in zip(actual, expected):
+            if e is None:
+                assert a is None
+            else:
+                assert_close(a, e, torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_linear_goodness_step_dtypes(backend, device, dtype):
+    require_backend(backend, "linear_goodness_step", device, dtype)
+    x, w, b, positive, _ = linear_inputs(30, 24, 16, dtype, device)
+    expected = ops.linear_goodness_step(x, w, b, positive, 1.0, backend="reference")
+    actual = ops.linear_goodness_step(x, w, b, positive, 1.0, backend=backend)
+    for a, e in zip(actual, expected):
+        tol_dtype = dtype if a.dtype == dtype else (torch.float64 if dtype == torch.float64 else torch.float32)
+        if dtype in HALF_TOL:  # half GEMM inputs: compare with a relative tolerance of the scale
+            torch.testing.assert_close(a.double(), e.double(), rtol=3e-2, atol=3e-2 * float(e.abs().max()) + 1e-3)
+        else:
+            assert_close(a, e, tol_dtype)
+
+
+# ----------------------------------------------------------------------------- cpu specifics
+needs_cpu = pytest.mark.skipif(not ffkernels.backends()["cpu"]["available"],
+                               reason=f"cpu backend: {ffkernels.backends()['cpu']['reason']}")
+
+
+@needs_cpu
+def test_cpu_backend_is_bitwise_repeatable():
+    g = make_graph("hub")
+    x = features(g.num_nodes, 129)
+    w = edge_weights(g)
+    z, positive, pairs = goodness_inputs(300, 129)
+    h = torch.relu(z)
+    xl, wl, bl, pl, prl = linear_inputs(64, 33, 17)
+
+    def run_all():
+        out = [ops.aggregate(g, x, r, ew, backend="cpu") for r in REDUCES for ew in (None, w)]
+        out += list(ops.goodness_loss_grad(h, positive, backend="cpu"))
+        out += list(ops.goodness_loss_grad(h, positive, loss="symba", pairs=pairs, backend="cpu"))
+        return out
+
+    threads = torch.get_num_threads()
+    first = run_all()
+    assert all(torch.equal(a, b) for a, b in zip(first, run_all()))
+    lin = [ops.linear_goodness_step(xl, wl, bl, pl, backend="cpu") for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(*lin))
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            assert all(torch.equal(a, b) for a, b in zip(first, run_all())), n
+    finally:
+        torch.set_num_threads(threads)
+
+
+@needs_cpu
+def test_cpu_baseline_isa_matches(monkeypatch):
+    """The portable (non-AVX2) aggregate kernels, forced at run time, agree as well."""
+    from ffkernels import _C
+    g = make_graph("hub")
+    x = features(g.num_nodes, 129)
+    fast = [ops.aggregate(g, x, r, backend="cpu") for r in REDUCES]
+    monkeypatch.setenv("FFKERNELS_CPU_ISA", "baseline")
+    assert _C.cpu_isa() == "baseline"
+    slow = [ops.aggregate(g, x, r, backend="cpu") for r in REDUCES]
+    for a, b, r in zip(fast, slow, REDUCES):
+        assert_close(a, b, torch.float32)
+        assert_close(b, ops.aggregate(g, x, r, backend="reference"), torch.float32)
+
+
+@needs_cpu
+def test_extension_build_info():
+    from ffkernels import _C
+    info = _C.build_info()
+    assert info["version"] == ffkernels.__version__
+    assert isinstance(_C.has_cuda(), bool) and info["cuda"] == _C.has_cuda()
+    assert _C.num_threads() == torch.get_num_threads()
+    assert {"aggregate", "goodness_loss_grad", "linear_goodness_step"} <= set(dir(torch.ops.ffkernels))
+
+
+@needs_cpu
+def test_custom_ops_opcheck():
+    g = make_graph("random")
+    x = features(g.num_nodes, 8)
+    torch.library.opcheck(torch.ops.ffkernels.aggregate.default, (g.rowptr, g.col, x, None, "gcn", g.deg_inv_sqrt))
+    z, positive, pairs = goodness_inputs(20, 6)
+    torch.library.opcheck(torch.ops.ffkernels.goodness_loss_grad.default,
+                          (torch.relu(z), positive, 1.0, "sum", "symba", 1.0, 4.0, pairs))
+    xl, wl, bl, pl, _ = linear_inputs(10, 5, 4)
+    for bias in (bl, None):
+        torch.library.opcheck(torch.ops.ffkernels.linear_goodness_step.default,
+                              (xl, wl, bias, pl, 1.0, "mean", "ff", 1.0, 4.0, None))
+
+
+@needs_cpu
+def test_default_backend_for_cpu_tensors_is_cpu():
+    from ffkernels.backends import resolve
+    for op in ("aggregate", "goodness_loss_grad", "linear_goodness_step"):
+        assert resolve(op, None, torch.device("cpu"), torch.float32).NAME == "cpu"
+
+
+# ----------------------------------------------------------------------------- bad inputs
+def test_aggregate_bad_inputs():
+    g = make_graph("random")
+    x = features(g.num_nodes, 4)
+    with pytest.raises(TypeError, match="graph"):
+        ops.aggregate(g.edge_index(), x)
+    with pytest.raises(ValueError, match="x"):
+        ops.aggregate(g, x[:-1])
+    with pytest.raises(ValueError, match="x"):
+        ops.aggregate(g, x[:, 0])
+    with pytest.raises(TypeError, match="x"):
+        ops.aggregate(g, x.to(torch.int64))
+    with pytest.raises(TypeError, match="x"):
+        ops.aggregate(g, torch.complex(x, x))
+    with pytest.raises(TypeError, match="x"):
+        ops.aggregate(g, x.numpy())
+    with pytest.raises(ValueError, match="reduce"):
+        ops.aggregate(g, x, "min")
+    with pytest.raises(ValueError, match="edge_weight"):
+        ops.aggregate(g, x, "sum", torch.ones(g.num_edges + 1))
+    with pytest.raises(TypeError, match="edge_weight"):
+        ops.aggregate(g, x, "sum", torch.ones(g.num_edges, dtype=torch.int64))
+    with pytest.raises(ValueError, match="backend"):
+        ops.aggregate(g, x, backend="gpu")
+    with pytest.raises(ValueError, match="backend"):
+        ops.aggregate(g, x, backend="numpy")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a CPU-only machine")
+def test_forcing_cuda_backend_on_cpu_tensors_raises():
+    g = make_graph("random")
+    x = features(g.num_nodes, 4)
+    with pytest.raises(ValueError, match="cuda"):
+        ops.aggregate(g, x, backend="cuda")
+    h, positive, _ = goodness_inputs(10, 3)
+    with pytest.raises(ValueError, match="cuda"):
+        ops.goodness_loss_grad(h, positive, backend="cuda")
+
+
+def test_bad_device_names():
+    with pytest.raises((RuntimeError, ValueError), match="device|Device"):
+        make_graph("random").to("tpu:banana")
+    g = make_graph("random")
+    x = features(g.num_nodes, 4, device="meta")
+    with pytest.raises(ValueError, match="x"):
+        ops.aggregate(g, x)
+
+
+def test_goodness_bad_inputs():
+    h, positive, pairs = goodness_inputs(10, 3)
+    with pytest.raises(TypeError, match="positive"):
+        ops.goodness_loss_grad(h, positive.to(torch.int64))
+    with pytest.raises(ValueError, match="positive"):
+        ops.goodness_loss_grad(h, positive[:-1])
+    with pytest.raises(TypeError, match="h"):
+        ops.goodness_loss_grad(h.to(torch.int32), positive)
+    with pytest.raises(TypeError, match="h"):
+        ops.goodness_loss_grad(torch.complex(h, h), positive)
+    with pytest.raises(ValueError, match="h"):
+        ops.goodness_loss_grad(h[0], positive)
+    with pytest.raises(ValueError, match="goodness"):
+        ops.goodness_loss_grad(h, positive, goodness="max")
+    with pytest.raises(ValueError, match="loss"):
+        ops.goodness_loss_grad(h, positive, loss="hinge")
+    with pytest.raises(ValueError, match="temperature"):
+        ops.goodness_loss_grad(h, positive, temperature=0.0)
+    with pytest.raises(ValueError, match="theta"):
+        ops.goodness_loss_grad(h, positive, theta=float("nan"))
+    with pytest.raises(ValueError, match="pairs"):
+        ops.goodness_loss_grad(h, positive, loss="symba")
+    with pytest.raises(ValueError, match="pairs"):
+        ops.goodness_loss_grad(h, positive, loss="symba", pairs=pairs + 10)
+    with pytest.raises(ValueError, match="pairs"):
+        ops.goodness_loss_grad(h, positive, loss="symba", pairs=-pairs - 1)
+    with pytest.raises(TypeError, match="pairs"):
+        ops.goodness_loss_grad(h, positive, loss="symba", pairs=pairs.float())
+    with pytest.raises(ValueError, match="pairs"):
+        ops.goodness_loss_grad(h, positive, loss="symba", pairs=pairs[:, :1])
+    with pytest.raises(ValueError, match="backend"):
+        ops.goodness_loss_grad(h, positive, backend="fast")
+
+
+def test_linear_step_bad_inputs():
+    x, w, b, positive, _ = linear_inputs(10, 5, 4)
+    with pytest.raises(ValueError, match="weight"):
+        ops.linear_goodness_step(x, w[:, :-1], b, positive)
+    with pytest.raises(TypeError, match="weight"):
+        ops.linear_goodness_step(x, w.double(), b, positive)
+    with pytest.raises(ValueError, match="bias"):
+        ops.linear_goodness_step(x, w, b[:-1], positive)
+    with pytest.raises(TypeError, match="bias"):
+        ops.linear_goodness_step(x, w, b.double(), positive)
+    with pytest.raises(ValueError, match="positive"):
+        ops.linear_goodness_step(x, w, b, positive[:3])
+    with pytest.raises(TypeError, match="positive"):
+        ops.linear_goodness_step(x, w, b, positive.float())
+    with pytest.raises(TypeError, match="x"):
+        ops.linear_goodness_step(x.long(), w, b, positive)
+
+
+@needs_cpu
+def test_cpu_kernels_reject_bad_raw_arguments():
+    """The compiled ops check what would otherwise read out of bounds, even without the Python layer."""
+    g = make_graph("random")
+    x = features(g.num_nodes, 4)
+    with pytest.raises(RuntimeError, match="reduce"):
+        torch.ops.ffkernels.aggregate(g.rowptr, g.col, x, None, "min", None)
+    with pytest.raises(RuntimeError, match="rowptr"):
+        torch.ops.ffkernels.aggregate(g.rowptr[:-1], g.col, x, None, "sum", None)
+    with pytest.raises(RuntimeError, match="deg_inv_sqrt"):
+        torch.ops.ffkernels.aggregate(g.rowptr, g.col, x, None, "gcn", None)
+    h, positive, pairs = goodness_inputs(10, 3)
+    with pytest.raises(RuntimeError, match="pairs"):
+        torch.ops.ffkernels.goodness_loss_grad(h, positive, 1.0, "sum", "symba", 1.0, 4.0, pairs + 100)
