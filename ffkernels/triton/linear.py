@@ -25,7 +25,7 @@ MAX_FUSED_DOUT = 256
 def _linear_goodness_kernel(x_ptr, w_ptr, b_ptr, h_ptr, partial_ptr, pos_ptr, npos_ptr, grad_ptr,
                             g_ptr, term_ptr, num_rows, din, dout, num_n_tiles, k, theta, inv_temperature,
                             HAS_BIAS: tl.constexpr, FUSED_FF: tl.constexpr, PRECISION: tl.constexpr,
-                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                            UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -41,6 +41,9 @@ def _linear_goodness_kernel(x_ptr, w_ptr, b_ptr, h_ptr, partial_ptr, pos_ptr, np
         # W is [Dout, Din]: read its transpose tile [BLOCK_K, BLOCK_N].
         b = tl.load(w_ptr + cols[None, :].to(tl.int64) * din + kk[:, None], mask=mask_k[:, None] & mask_n[None, :],
                     other=0.0)
+        if UPCAST:  # the CPU interpreter mis-multiplies bfloat16 tiles: widen them first
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
     if HAS_BIAS:
         bias = tl.load(b_ptr + cols, mask=mask_n, other=0.0).to(tl.float32)
@@ -119,6 +122,7 @@ def linear_relu_goodness(x: torch.Tensor, weight: torch.Tensor, bias, positive: 
         grad if fused_ff else h, g if fused_ff else partial, terms if fused_ff else partial,
         n, din, dout, num_n_tiles, float(k), float(theta), 1.0 / float(temperature),
         HAS_BIAS=bias is not None, FUSED_FF=fused_ff, PRECISION=_precision(x.dtype),
+        UPCAST=interpret and x.dtype == torch.bfloat16,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps,
         num_stages=1 if interpret else 3)
     return h, (g if fused_ff else partial), terms, grad
