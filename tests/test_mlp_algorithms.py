@@ -322,3 +322,12 @@ def test_runner_is_repeatable_and_respects_extra():
     b = train_mlp("ff", **kw)
     assert a["test_accuracy"] == b["test_accuracy"] and a["inference"] == "goodness"
     assert a["test_accuracy"] == a["test_accuracy_goodness"]
+
+
+def test_runner_restores_thread_count():
+    torch.set_num_threads(2)
+    try:
+        train_mlp("pepita", layers=2, hidden=16, epochs=1, progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)

@@ -39,6 +39,11 @@ where a field still holds the graph default, the MLP default below applies inste
 - PEPITA: ``layers`` counts weight layers with the output layer (``layers - 1`` hidden);
   [``output_error``] ``modulated`` | ``clean``; [``feedback_scale``]; [``bias``].
 
+- [``threads``]: intra-op CPU threads while a runner trains (default 1, restored afterwards).
+  The GEMMs here are tiny (a few hundred rows by 128 columns); a second thread buys nothing
+  and, on the shared 2-core machine, the default two threads made ``ff`` 15x slower
+  (323 s against 22 s for the same run, identical results).
+
 Returned fields: ``val_accuracy``, ``test_accuracy`` (fractions), ``epochs_per_layer`` (every
 layer shares the epoch count of the simultaneous schedule), and for the FF family
 ``inference`` plus ``{val,test}_accuracy_{goodness,softmax}``; ``best_epoch``,
@@ -46,6 +51,8 @@ layer shares the epoch count of the simultaneous schedule), and for the FF famil
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
 
 import torch
@@ -74,6 +81,21 @@ def _pick(config: TrainConfig, name: str, mlp_default):
     return value
 
 
+@contextlib.contextmanager
+def _intra_op_threads(config: TrainConfig):
+    """Use ``extra["threads"]`` (default 1) intra-op threads on CPU for the run, then restore."""
+    threads = config.extra.get("threads", 1)
+    if threads is None or torch.device(config.device).type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _splits(config: TrainConfig, data):
     """``(fit_idx, val_idx, test_idx)``: the data's validation split, or a seeded slice of train."""
     if data.val_idx.numel() > 0:
@@ -89,6 +111,15 @@ def _fit_kwargs(config: TrainConfig, data, progress: Progress):
     return dict(epochs=int(config.extra.get("epochs", config.epochs)), batch_size=batch,
                 x_val=data.x[val], y_val=data.y[val], val_every=max(int(config.val_every), 1),
                 patience=patience, progress=progress), fit, val
+
+
+def _threaded(runner):
+    """Wrap a runner in :func:`_intra_op_threads`."""
+    @functools.wraps(runner)
+    def wrapped(config: TrainConfig, data, progress: Progress) -> dict:
+        with _intra_op_threads(config):
+            return runner(config, data, progress)
+    return wrapped
 
 
 def _report(model, fit, val, extra: dict) -> dict:
@@ -135,30 +166,35 @@ def run_ff_family(config: TrainConfig, data, progress: Progress, cls=FFMLP, nega
 
 @register_algorithm("ff", task="mlp", models=("mlp",),
                     description="Hinton's Forward-Forward MLP (label in the input, goodness + softmax inference)")
+@_threaded
 def run_ff(config: TrainConfig, data, progress: Progress) -> dict:
     return run_ff_family(config, data, progress, FFMLP, "uniform")
 
 
 @register_algorithm("ff-hard", task="mlp", models=("mlp",),
                     description="Hinton's Forward-Forward MLP with hard negatives (wrong labels the model confuses)")
+@_threaded
 def run_ff_hard(config: TrainConfig, data, progress: Progress) -> dict:
     return run_ff_family(config, data, progress, FFMLP, "hard")
 
 
 @register_algorithm("symba", task="mlp", models=("mlp",),
                     description="SymBa: Forward-Forward with the paired symmetric loss (alpha 4)")
+@_threaded
 def run_symba(config: TrainConfig, data, progress: Progress) -> dict:
     return run_ff_family(config, data, progress, SymBaMLP, "uniform")
 
 
 @register_algorithm("cff", task="mlp", models=("mlp",),
                     description="Collaborative Forward-Forward: each layer's logit adds the other layers' goodness")
+@_threaded
 def run_cff(config: TrainConfig, data, progress: Progress) -> dict:
     return run_ff_family(config, data, progress, CollaborativeFFMLP, "uniform")
 
 
 @register_algorithm("pepita", task="mlp", models=("mlp",),
                     description="PEPITA: two forward passes, error-modulated input, no backward pass")
+@_threaded
 def run_pepita(config: TrainConfig, data, progress: Progress) -> dict:
     data = data.to(config.device)
     fit_kw, fit, val = _fit_kwargs(config, data, progress)
