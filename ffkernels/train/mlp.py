@@ -17,15 +17,18 @@ The command line's defaults are the graph reference's (hidden 128, 4 layers, up 
 epochs, Adam lr 1e-3 with weight decay 5e-4, patience 100 validations every 2 epochs,
 full batch). Runners honour ``layers``, ``hidden``, ``epochs`` (an upper bound), ``seed``,
 ``device``, ``val_every``, ``progress`` and any value that differs from those defaults;
-where a field still holds the graph default, the MLP default below applies instead.
+where a field still holds the graph default, the MLP default below applies instead (the
+command line's ``extra["default_lr"]`` / ``extra["default_weight_decay"]`` flags say exactly
+whether ``--lr`` / ``--weight-decay`` were given).
 ``config.extra`` overrides everything (keys in brackets):
 
 - model selection [``val_fraction``]: ``digits`` has no validation split, so a fixed seeded
   10% of the training rows (:data:`~ffkernels.train.mlp_common.VALIDATION_SEED`, the same
   rows for every run) is held out; the model trains on the other 90%, validates every
   ``val_every`` epochs, stops after [``patience``] validations without improvement (MLP
-  default 25 rather than 100: on a 144-row validation subset 100 validations would mean
-  200 epochs past the best) and restores the best state. A dataset with a validation
+  default 25 when ``config.patience`` holds the graph default of 100: on a 144-row
+  validation subset 100 validations would mean 200 epochs past the best) and restores the
+  best state. A dataset with a validation
   split uses it and trains on all training rows.
 - [``batch_size``]: ``config.batch_size``, or 64 when it is None (the graph default, full
   batch, learns far slower per epoch on an MLP).
@@ -46,7 +49,8 @@ where a field still holds the graph default, the MLP default below applies inste
 
 Returned fields: ``val_accuracy``, ``test_accuracy`` (fractions), ``epochs_per_layer`` (every
 layer shares the epoch count of the simultaneous schedule), and for the FF family
-``inference`` plus ``{val,test}_accuracy_{goodness,softmax}``; ``best_epoch``,
+``inference`` plus ``{val,test}_accuracy_{goodness,softmax}``; ``total_epochs`` (epochs of
+the simultaneous schedule, for seconds per epoch), ``best_epoch``,
 ``fit_seconds``, ``n_fit``, ``n_val``.
 """
 from __future__ import annotations
@@ -72,10 +76,19 @@ PEPITA_LR = 0.01
 
 
 def _pick(config: TrainConfig, name: str, mlp_default):
-    """``config.extra[name]``, else the config field if it differs from the graph default, else ``mlp_default``."""
+    """The value of a config field for an MLP run.
+
+    ``config.extra[name]`` if set; else, when the command line flagged whether the user gave
+    the option (``extra["default_<name>"]``), the MLP default for an option not given and the
+    config field otherwise; else the config field if it differs from the graph default, else
+    ``mlp_default``.
+    """
     if name in config.extra:
         return config.extra[name]
     value = getattr(config, name, None)
+    flag = f"default_{name}"
+    if flag in config.extra:
+        return mlp_default if config.extra[flag] or value is None else value
     if value is None or value == getattr(_GRAPH_DEFAULTS, name, None):
         return mlp_default
     return value
@@ -107,7 +120,7 @@ def _splits(config: TrainConfig, data):
 def _fit_kwargs(config: TrainConfig, data, progress: Progress):
     fit, val, _ = _splits(config, data)
     batch = config.extra.get("batch_size", config.batch_size if config.batch_size is not None else MLP_BATCH_SIZE)
-    patience = int(config.extra.get("patience", min(config.patience, MLP_PATIENCE)))
+    patience = int(_pick(config, "patience", MLP_PATIENCE))
     return dict(epochs=int(config.extra.get("epochs", config.epochs)), batch_size=batch,
                 x_val=data.x[val], y_val=data.y[val], val_every=max(int(config.val_every), 1),
                 patience=patience, progress=progress), fit, val
@@ -124,6 +137,7 @@ def _threaded(runner):
 
 def _report(model, fit, val, extra: dict) -> dict:
     out = {"epochs_per_layer": [int(model.epochs_trained)] * max(_num_layers(model), 1),
+           "total_epochs": int(model.epochs_trained),  # simultaneous: one epoch trains every layer
            "best_epoch": int(model.best_epoch), "fit_seconds": float(model.fit_seconds),
            "n_fit": int(fit.numel()), "n_val": int(val.numel())}
     out.update(extra)
