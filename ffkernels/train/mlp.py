@@ -35,8 +35,9 @@ whether ``--lr`` / ``--weight-decay`` were given).
 - [``lr``], [``weight_decay``]: FF family: Adam 3e-3, no weight decay; PEPITA: SGD lr 0.01,
   momentum 0.9, no weight decay (ALGORITHMS.md 1.9).
 - FF family: [``negatives``] ``uniform`` | ``hard``; [``inference``] ``best`` (default: the
-  mode with the better validation accuracy; ties go to goodness) | ``goodness`` |
-  ``softmax``; [``theta``] (or ``config.theta``), [``goodness``], [``normalize``],
+  mode with the better validation accuracy; ties go to goodness; early stopping tracks the
+  better of the two at each validation) | ``goodness`` | ``softmax`` (early stopping and the
+  reported accuracy use that mode only); [``theta``] (or ``config.theta``), [``goodness``], [``normalize``],
   [``label_scale``], [``temperature``], [``alpha``], [``hard_temperature``], [``head``],
   [``score_layers``] ``skip_first`` (layers 2..L; FF and SymBa default) | ``all`` (CFF default).
 - PEPITA: ``layers`` counts weight layers with the output layer (``layers - 1`` hidden);
@@ -162,14 +163,16 @@ def run_ff_family(config: TrainConfig, data, progress: Progress, cls=FFMLP, nega
                 lr=float(_pick(config, "lr", FF_LR)), weight_decay=float(_pick(config, "weight_decay", 0.0)),
                 head=bool(config.extra.get("head", True)), score_layers=config.extra.get("score_layers"),
                 seed=config.seed).to(config.device)
+    mode = config.extra.get("inference", "best")
+    modes = INFERENCE_MODES if model.head is not None else ("goodness",)
+    if mode != "best" and mode not in modes:
+        raise ValueError(f"inference must be one of {['best', *modes]}, got {mode!r}")
+    model.selection_mode = None if mode == "best" else mode  # early stopping tracks the requested mode
     model.fit(data.x[fit], data.y[fit], label=config.algo, **fit_kw)
     val_acc = model.evaluate(data.x[val], data.y[val])
     test_acc = model.evaluate(data.x[data.test_idx], data.y[data.test_idx])
-    mode = config.extra.get("inference", "best")
     if mode == "best":
         mode = max(val_acc, key=lambda m: (val_acc[m], m == "goodness"))
-    elif mode not in val_acc:
-        raise ValueError(f"inference must be one of {['best', *val_acc]}, got {mode!r}")
     extra = {"val_accuracy": val_acc[mode], "test_accuracy": test_acc[mode], "inference": mode,
              "negatives": model.negatives}
     for m in val_acc:

@@ -304,10 +304,15 @@ class FFMLP(nn.Module):
                 self.head.step(self.head_features(xb), yb)
         return sum(losses) / max(len(losses), 1)
 
+    #: Inference mode that model selection (early stopping) tracks; None: the better of the
+    #: available modes at each validation.
+    selection_mode: str | None = None
+
     def selection_score(self, x_val, y_val) -> float:
-        """Model-selection score on validation data: the best available inference mode."""
-        acc = self.evaluate(x_val, y_val)
-        return max(acc.values())
+        """Model-selection score on validation data (see :attr:`selection_mode`)."""
+        if self.selection_mode is not None:
+            return self.evaluate(x_val, y_val, self.selection_mode)
+        return max(self.evaluate(x_val, y_val).values())
 
     @torch.no_grad()
     def fit(self, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 100, batch_size: int | None = 64,
