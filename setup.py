@@ -61,7 +61,7 @@ def main():
 
     setup(
         packages=find_packages(include=["ffkernels", "ffkernels.*"]),
-        package_data={"ffkernels": ["datasets/*.npz"]},
+        package_data={"ffkernels": ["datasets/*.npz", "datasets/data/*.npz", "datasets/data/*.json", "datasets/data/*.md"]},
         include_package_data=True,
         ext_modules=extensions(),
         cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
