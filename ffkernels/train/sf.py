@@ -357,3 +357,236 @@ class GreedySF:
                     description="single-forward with virtual nodes, greedy layer-wise (ForwardGNN)")
 def run_sf(config: TrainConfig, data, progress: Progress) -> dict:
     return GreedySF(config, data, progress).run()
+
+
+# ---------------------------------------------------------------------------- top-down SF
+class TopDownSF:
+    """SF with top-down signals, simultaneous schedule (ALGORITHMS.md 1.5).
+
+    ``mode="input"`` (top-to-input, GCN): layer ``j`` reads ``[n(s_j) || n(s_{j+2})]`` and writes
+    ``s_{j+1}``; ``s_{L+1}`` is the label state (one-hot for training and virtual nodes, uniform
+    elsewhere). Each epoch updates even layers first, then odd layers on the fresh even outputs.
+    Inference: a fresh bottom-up pass (zero top-down input) then 10 state updates, summing every
+    layer's SF softmax over steps 2..9.
+
+    ``mode="loss"`` (top-to-loss, GCN/SAGE): a bottom-up pass, then layer ``j`` minimises the SF
+    loss of ``mean(h_j, n(h_{j+1}), ..., n(h_{L-1}))`` (only ``h_j`` carries gradient), with the
+    layer's gradient norm clipped to ``config.extra["clip"]`` (1.0). Inference as greedy SF.
+
+    The first layer's aggregation of the fixed input is cached (sparse + low-rank form);
+    validation scores the current states' per-layer SF softmax on the validation rows.
+    Checkpoints hold the states too, so a resumed run is exact.
+    """
+
+    def __init__(self, config: TrainConfig, data, progress: Progress | None, mode: str):
+        models = ("gcn",) if mode == "input" else ("gcn", "sage")
+        if config.model not in models:
+            raise ValueError(f"model must be one of {list(models)} for algo {config.algo!r}, got {config.model!r}")
+        if data.graph is None:
+            raise ValueError(f"dataset {data.name!r} has no graph; algo {config.algo!r} needs a graph dataset")
+        self.config, self.mode = config, mode
+        self.progress = progress or Progress(enabled=False)
+        self.tau = float(config.extra.get("tau", 1.0))
+        self.clip = float(config.extra.get("clip", 1.0)) if mode == "loss" else None
+        seed_everything(config.seed)
+        self.problem = p = SFProblem(data, config.seed)
+        c, f, hid, num_layers = p.num_classes, data.num_features, config.hidden, config.layers
+        self.num_layers = num_layers
+        if mode == "input":
+            top = [hid] * (num_layers - 1) + [c]   # width of s_{j+2}
+            self.layers = torch.nn.ModuleList(
+                build_layer(config.model, (f if j == 0 else hid) + top[j], hid, lr=config.lr,
+                            weight_decay=config.weight_decay, normalize=None).to(config.device)
+                for j in range(num_layers))
+            self.top_width = top
+        else:
+            self.layers = torch.nn.ModuleList(build_sf_layers(config, f))
+        # the first layer's constant bottom input, in its cheapest exact form
+        shadow = build_layer(config.model, f, hid)
+        all_rows = torch.arange(p.vg.num_nodes, device=p.vg.x.device)
+        self.bottom_full, self.bottom_step = make_row_operands(shadow, p.vg.x, p, (all_rows, p.step_rows))
+        self.f = f
+        n = p.vg.num_nodes
+        label_state = torch.full((n, c), 1.0 / c, device=p.vg.x.device)
+        label_state[p.train_idx] = torch.nn.functional.one_hot(p.y_train, c).to(label_state.dtype)
+        label_state[p.virtual_idx] = torch.eye(c, device=p.vg.x.device)
+        self.label_state = label_state
+
+    # -- one layer's forward (full rows) and update (step rows)
+    def _inputs(self, j, states, zero_top=False):
+        """Dense aggregated extra input of layer j (None for the first layer's bottom part)."""
+        graph = self.problem.vg.graph
+        if self.mode == "loss":
+            return None if j == 0 else self.layers[j].prepare(states[j], graph)
+        if zero_top:
+            top = torch.zeros(self.problem.vg.num_nodes, self.top_width[j], device=self.problem.vg.x.device)
+        else:
+            top = normalize_rows(states[j + 2] if j + 2 < len(states) else self.label_state)
+        if j == 0:
+            return ops.aggregate(graph, top, reduce="gcn")
+        return ops.aggregate(graph, torch.cat([normalize_rows(states[j]), top], dim=1), reduce="gcn")
+
+    def _forward(self, j, extra):
+        layer = self.layers[j]
+        if j == 0:
+            w = layer.weight
+            z = self.bottom_full.matmul_wt(w[:, : self.f], layer.bias)
+            if extra is not None:
+                z.addmm_(extra, w[:, self.f:].t())
+            return z.relu_()
+        return layer.transform(extra)
+
+    def _update(self, j, extra, h, grad_rows):
+        layer, p = self.layers[j], self.problem
+        grad_z = grad_rows * (h.index_select(0, p.step_rows) > 0)
+        if j == 0:
+            gw = self.bottom_step.grad_weight(grad_z)
+            if extra is not None:
+                gw = torch.cat([gw, grad_z.t() @ extra.index_select(0, p.step_rows)], dim=1)
+        else:
+            gw = grad_z.t() @ extra.index_select(0, p.step_rows)
+        grads = {"weight": gw, "bias": grad_z.sum(0) if layer.bias is not None else None}
+        if self.clip is not None:
+            norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads.values() if g is not None))
+            if norm > self.clip:
+                scale = float(self.clip / (norm + 1e-6))
+                grads = {k: (None if g is None else g * scale) for k, g in grads.items()}
+        layer.apply_gradients(grads)
+
+    def _sf_grad(self, h_step):
+        p = self.problem
+        return ops.sf_loss_grad(h_step, p.local_train, p.y_train, p.local_virtual, self.tau)
+
+    @torch.no_grad()
+    def bottom_up(self):
+        """Initial states ``[s_0 .. s_L]`` (``s_0`` unused placeholder) with zero top-down input."""
+        states = [None]
+        for j in range(self.num_layers):
+            extra = self._inputs(j, states, zero_top=True) if (j > 0 or self.mode == "input") else None
+            states.append(self._forward(j, extra))
+        return states
+
+    @torch.no_grad()
+    def epoch(self, states, train=True):
+        """One simultaneous epoch (``train=False``: the same state updates without learning).
+        Returns ``(loss, states)``."""
+        p, total = self.problem, 0.0
+        if self.mode == "input":
+            for parity in (0, 1):
+                for j in range(parity, self.num_layers, 2):
+                    extra = self._inputs(j, states)
+                    h = self._forward(j, extra)
+                    if train:
+                        loss, grad_rows, _ = self._sf_grad(h.index_select(0, p.step_rows))
+                        self._update(j, extra, h, grad_rows)
+                        total += float(loss)
+                    states[j + 1] = h
+            return total, states
+        extras, hs = [], []
+        for j in range(self.num_layers):
+            extra = None if j == 0 else self.layers[j].prepare(hs[-1], p.vg.graph)
+            extras.append(extra)
+            hs.append(self._forward(j, extra))
+        if train:
+            normed = [normalize_rows(h.index_select(0, p.step_rows)) for h in hs]
+            for j in range(self.num_layers):
+                terms = self.num_layers - j
+                h_step = hs[j].index_select(0, p.step_rows)
+                m = h_step.clone()
+                for k in range(j + 1, self.num_layers):
+                    m += normed[k]
+                m /= terms
+                loss, grad_rows, _ = self._sf_grad(m)
+                self._update(j, extras[j], hs[j], grad_rows / terms)
+                total += float(loss)
+        return total, [None] + hs
+
+    def _probs(self, states, idx=None):
+        out = 0.0
+        for h in states[1:]:
+            logits = ops.sf_logits(h, self.problem.virtual_idx, self.tau, idx)
+            out = out + torch.softmax(logits, dim=1)
+        return out
+
+    @torch.no_grad()
+    def predict(self) -> torch.Tensor:
+        """Class scores ``[N, C]`` by the variant's inference procedure."""
+        real = torch.arange(self.problem.num_real, device=self.problem.vg.x.device)
+        states = self.bottom_up()
+        if self.mode == "loss":
+            _, states = self.epoch(states, train=False)
+            return self._probs(states, real)
+        total = 0.0
+        for t in range(10):
+            _, states = self.epoch(states, train=False)
+            if t >= 2:
+                total = total + self._probs(states, real)
+        return total
+
+    def _save(self, epoch, stopper, states):
+        cfg = self.config
+        save_checkpoint(cfg.save, {
+            "algo": cfg.algo, "run": _run_description(cfg), "epoch": epoch, "layers": self.layers.state_dict(),
+            "optimizers": [m.optimizer.state_dict() for m in self.layers], "stopper": stopper.state_dict(),
+            "states": [None if s is None else s.cpu() for s in states], "rng": rng_state()})
+
+    def run(self) -> dict:
+        cfg, p = self.config, self.problem
+        stopper = EarlyStopping(cfg.patience)
+        start_epoch, total = 1, 0
+        if cfg.resume:
+            ckpt = load_checkpoint(cfg.resume, cfg.algo, {k: v for k, v in _run_description(cfg).items()
+                                                           if k != "epochs"})
+            self.layers.load_state_dict(ckpt["layers"])
+            for m, st in zip(self.layers, ckpt["optimizers"]):
+                m.optimizer.load_state_dict(optimizer_state_to(st, p.vg.x.device))
+            stopper.load_state_dict(ckpt["stopper"])
+            states = [None if s is None else s.to(p.vg.x.device) for s in ckpt["states"]]
+            start_epoch = total = ckpt["epoch"]
+            start_epoch += 1
+            set_rng_state(ckpt["rng"])
+        else:
+            states = self.bottom_up()
+        holder = {"states": states}
+        interrupted = []
+
+        def step(epoch):
+            loss, holder["states"] = self.epoch(holder["states"])
+            return loss
+
+        def validate():
+            return accuracy(self._probs(holder["states"], p.val_idx), p.y[p.val_idx])
+
+        def on_epoch_end(epoch, stopper):
+            nonlocal total
+            total += 1
+            if cfg.stop_after_epochs is not None and total >= cfg.stop_after_epochs:
+                if cfg.save:
+                    self._save(epoch, stopper, holder["states"])
+                interrupted.append(epoch)
+                return True
+            return False
+
+        report = train_layer(step, validate, self.layers, epochs=cfg.epochs, val_every=cfg.val_every,
+                             patience=cfg.patience, progress=self.progress, label=cfg.algo, start_epoch=start_epoch,
+                             stopper=stopper, on_epoch_end=on_epoch_end)
+        if interrupted:
+            self.progress.close()
+            return {"epochs_per_layer": [report.epochs] * self.num_layers, "total_epochs": total, "stopped": True,
+                    "val_accuracy": float("nan"), "test_accuracy": float("nan")}
+        probs = self.predict()
+        return {"epochs_per_layer": [report.epochs] * self.num_layers, "total_epochs": report.epochs,
+                "stopped": False, "val_accuracy": accuracy(probs, p.y, p.val_idx),
+                "test_accuracy": accuracy(probs, p.y, p.test_idx), "train_accuracy": accuracy(probs, p.y, p.train_idx)}
+
+
+@register_algorithm("sf-top-input", task="node", models=("gcn",),
+                    description="SF with top-to-input signals, simultaneous, alternating even/odd updates (ForwardGNN)")
+def run_sf_top_input(config: TrainConfig, data, progress: Progress) -> dict:
+    return TopDownSF(config, data, progress, "input").run()
+
+
+@register_algorithm("sf-top-loss", task="node", models=("gcn", "sage"),
+                    description="SF with top-to-loss signals, simultaneous, gradient-norm clip 1.0 (ForwardGNN)")
+def run_sf_top_loss(config: TrainConfig, data, progress: Progress) -> dict:
+    return TopDownSF(config, data, progress, "loss").run()
