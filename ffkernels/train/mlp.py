@@ -28,8 +28,7 @@ whether ``--lr`` / ``--weight-decay`` were given).
   ``val_every`` epochs, stops after [``patience``] validations without improvement (MLP
   default 25 when ``config.patience`` holds the graph default of 100: on a 144-row
   validation subset 100 validations would mean 200 epochs past the best) and restores the
-  best state. A dataset with a validation
-  split uses it and trains on all training rows.
+  best state. A dataset with a validation split uses it and trains on all training rows.
 - [``batch_size``]: ``config.batch_size``, or 64 when it is None (the graph default, full
   batch, learns far slower per epoch on an MLP).
 - [``lr``], [``weight_decay``]: FF family: Adam 3e-3, no weight decay; PEPITA: SGD lr 0.01,
@@ -37,12 +36,11 @@ whether ``--lr`` / ``--weight-decay`` were given).
 - FF family: [``negatives``] ``uniform`` | ``hard``; [``inference``] ``best`` (default: the
   mode with the better validation accuracy; ties go to goodness; early stopping tracks the
   better of the two at each validation) | ``goodness`` | ``softmax`` (early stopping and the
-  reported accuracy use that mode only); [``theta``] (or ``config.theta``), [``goodness``], [``normalize``],
-  [``label_scale``], [``temperature``], [``alpha``], [``hard_temperature``], [``head``],
+  reported accuracy use that mode only); [``theta``] (or ``config.theta``), [``goodness``],
+  [``normalize``], [``label_scale``], [``temperature``], [``alpha``], [``hard_temperature``], [``head``],
   [``score_layers``] ``skip_first`` (layers 2..L; FF and SymBa default) | ``all`` (CFF default).
 - PEPITA: ``layers`` counts weight layers with the output layer (``layers - 1`` hidden);
   [``output_error``] ``modulated`` | ``clean``; [``feedback_scale``]; [``bias``].
-
 - [``threads``]: intra-op CPU threads while a runner trains (default 1, restored afterwards).
   The GEMMs here are tiny (a few hundred rows by 128 columns); a second thread buys nothing
   and, on the shared 2-core machine, the default two threads made ``ff`` 15x slower
@@ -53,6 +51,15 @@ layer shares the epoch count of the simultaneous schedule), and for the FF famil
 ``inference`` plus ``{val,test}_accuracy_{goodness,softmax}``; ``total_epochs`` (epochs of
 the simultaneous schedule, for seconds per epoch), ``best_epoch``,
 ``fit_seconds``, ``n_fit``, ``n_val``.
+
+Measured on digits (fixed 80/20 split; 4 layers x 128, the command line's defaults; seeds
+0, 1, 2; 2-core CPU, one thread; ``train_mlp(algo, seed=s)``), test accuracy:
+
+- ``ff`` (best-by-validation mode, softmax each time): 97.8 / 96.9 / 98.1 %, 21-38 s;
+  goodness mode when selected on it (``extra={"inference": "goodness"}``): 95.3 / 95.3 / 95.8 %;
+- ``ff-hard``: 97.8 / 99.2 / 97.2 %; goodness-selected: 98.1 / 98.3 / 97.2 %;
+- ``symba``: 99.2 / 96.7 / 96.4 %; ``cff``: 96.4 / 98.6 / 97.8 %;
+- ``pepita``: 95.8 / 95.5 / 95.0 %, about 5 s (``output_error="clean"``: within 1 point).
 """
 from __future__ import annotations
 
