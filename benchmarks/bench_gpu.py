@@ -32,7 +32,7 @@ from ffkernels.graph import Graph  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- timing
-def bench(fn, device, min_reps=5, max_reps=50, budget_s=1.0):
+def bench(fn, device, min_reps=5, max_reps=50, budget_s=0.5):
     """Median milliseconds of ``fn()`` (CUDA events on GPU, perf_counter on CPU)."""
     fn()  # compile / warm up
     if device.type == "cuda":
@@ -105,8 +105,9 @@ def correctness(device, names):
     g = Graph.from_edge_index(ei, n)
     w = torch.rand(ei.shape[1], generator=gen).to(device)
     results = []
-    for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 3e-2), (torch.float16, 3e-3)):
-        for feats in (1, 3, 64, 128, 129, 256):
+    # Kept small (each Triton specialisation compiles once): the test-suite has the full matrix.
+    for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 3e-2)):
+        for feats in (3, 128):
             x = torch.randn(n, feats, generator=gen).to(dtype).to(device)
             for reduce in ("sum", "mean", "max", "gcn"):
                 for ew in (None, w):

@@ -6,7 +6,7 @@
 # Run from anywhere (it cd's to the repo root); with the device tool:
 #     run(command="bash scripts/gpu_check.sh", timeout_s=540)
 # Env: GPU_CHECK_QUICK=1 for 1/4 benchmark sizes; GPU_CHECK_SKIP_TESTS=1 to time only;
-#      GPU_CHECK_TEST_ARGS to narrow pytest (default: the whole tests/ folder);
+#      GPU_CHECK_TEST_ARGS to choose the pytest targets (default: kernel tests, then the rest);
 #      GPU_CHECK_BENCH_ARGS extra bench_gpu.py flags (--smoke for a dry run without a GPU).
 # Whole script stays under ~8 minutes: each step has its own time limit, and a failing step
 # is recorded in the summary and does not stop the steps after it.
@@ -56,12 +56,22 @@ fi
 # 2. Which backends are usable (the cuda one needs the freshly built extension).
 step backends 60 build.log "$PY" -c 'import ffkernels, json; b = ffkernels.backends(); print(json.dumps(b, indent=1)); import sys; sys.exit(0 if b["triton"]["available"] and b["cuda"]["available"] else 3)'
 
-# 3. Tests on CUDA (time-boxed; -x stops at the first failure so the log ends on it).
+# 3. Tests on CUDA, kernel tests first (time-boxed; -x stops at the first failure so the log
+#    ends on it), then the rest of the suite with what the time box leaves.
 if [ "${GPU_CHECK_SKIP_TESTS:-0}" != "1" ]; then
-  remaining=$(( 420 - ($(date +%s) - T0) ))
-  limit=$(( remaining > 240 ? 180 : (remaining > 120 ? remaining - 100 : 20) ))
-  # shellcheck disable=SC2086
-  step tests "$limit" tests.log "$PY" -m pytest -x -q -p no:cacheprovider ${GPU_CHECK_TEST_ARGS:-tests}
+  if [ -n "${GPU_CHECK_TEST_ARGS:-}" ]; then
+    # shellcheck disable=SC2086
+    step tests 200 tests.log "$PY" -m pytest -x -q -p no:cacheprovider $GPU_CHECK_TEST_ARGS
+  else
+    step tests_kernels 150 tests.log "$PY" -m pytest -x -q -p no:cacheprovider tests/test_ops.py tests/test_triton_kernels.py
+    remaining=$(( 300 - ($(date +%s) - T0) ))
+    if [ "$remaining" -gt 30 ]; then
+      step tests_rest "$remaining" tests.log "$PY" -m pytest -x -q -p no:cacheprovider tests \
+        --ignore=tests/test_ops.py --ignore=tests/test_triton_kernels.py
+    else
+      echo "tests_rest skipped (no time left)" | tee -a "$SUMMARY"
+    fi
+  fi
 fi
 
 # 4. Timings (markdown table + JSON under $OUT).
