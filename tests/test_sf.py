@@ -1,0 +1,161 @@
+"""The SF loss op (ALGORITHMS.md 1.4), the virtual-node graph and the trainer's row-gathered steps."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ffkernels import ops
+from ffkernels.datasets import synthetic
+from ffkernels.train.common import accuracy, augment_with_virtual_nodes
+from ffkernels.train.registry import TrainConfig
+from ffkernels.train.sf import GreedySF, RowsOperand, TopDownSF, _LinearStepper, make_row_operands
+
+
+def _case(seed=0, n=30, d=6, c=4, n_train=12, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    h = torch.rand(n, d, generator=gen, dtype=dtype)
+    perm = torch.randperm(n - c, generator=gen)
+    train_idx = perm[:n_train]
+    y_train = torch.randint(0, c, (n_train,), generator=gen)
+    virtual_idx = torch.arange(n - c, n)
+    return h, train_idx, y_train, virtual_idx
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.5])
+def test_sf_loss_grad_matches_autograd(tau):
+    h, train_idx, y_train, virtual_idx = _case()
+    loss, grad_rows, rows = ops.sf_loss_grad(h, train_idx, y_train, virtual_idx, tau)
+    hh = h.clone().requires_grad_(True)
+    ref = F.cross_entropy(hh[train_idx] @ hh[virtual_idx].t() / tau, y_train)
+    ref.backward()
+    assert float(loss) == pytest.approx(float(ref.detach()), rel=1e-12)
+    torch.testing.assert_close(rows, torch.cat([train_idx, virtual_idx]))
+    torch.testing.assert_close(grad_rows, hh.grad[rows], rtol=1e-10, atol=1e-14)
+    others = torch.ones(h.shape[0], dtype=torch.bool)
+    others[rows] = False
+    assert hh.grad[others].abs().max() == 0  # only n_train + C rows are non-zero
+    dense_loss, dense = ops.sf_loss_grad(h, train_idx, y_train, virtual_idx, tau, dense=True)
+    torch.testing.assert_close(dense, hh.grad, rtol=1e-10, atol=1e-14)
+
+
+def test_sf_loss_grad_float32_and_gathered_rows():
+    h, train_idx, y_train, virtual_idx = _case(dtype=torch.float32)
+    rows = torch.cat([train_idx, virtual_idx])
+    full = ops.sf_loss_grad(h, train_idx, y_train, virtual_idx)
+    n = train_idx.numel()
+    local = ops.sf_loss_grad(h[rows], torch.arange(n), y_train, torch.arange(n, n + virtual_idx.numel()))
+    torch.testing.assert_close(full[0], local[0])
+    torch.testing.assert_close(full[1], local[1])
+    assert full[1].dtype == torch.float32
+
+
+def test_sf_loss_grad_validation():
+    h, train_idx, y_train, virtual_idx = _case()
+    with pytest.raises(TypeError, match="h"):
+        ops.sf_loss_grad(h.numpy(), train_idx, y_train, virtual_idx)
+    with pytest.raises(TypeError, match="train_idx"):
+        ops.sf_loss_grad(h, train_idx.double(), y_train, virtual_idx)
+    with pytest.raises(ValueError, match="train_idx"):
+        ops.sf_loss_grad(h, train_idx + 100, y_train, virtual_idx)
+    with pytest.raises(ValueError, match="y_train"):
+        ops.sf_loss_grad(h, train_idx, y_train[:-1], virtual_idx)
+    with pytest.raises(ValueError, match="y_train"):
+        ops.sf_loss_grad(h, train_idx, y_train + 10, virtual_idx)
+    with pytest.raises(TypeError, match="y_train"):
+        ops.sf_loss_grad(h, train_idx, y_train.float(), virtual_idx)
+    with pytest.raises(ValueError, match="overlap"):
+        ops.sf_loss_grad(h, torch.cat([train_idx[:-1], virtual_idx[:1]]), y_train, virtual_idx)
+    with pytest.raises(ValueError, match="tau"):
+        ops.sf_loss_grad(h, train_idx, y_train, virtual_idx, tau=0.0)
+    with pytest.raises(ValueError, match="h"):
+        ops.sf_loss_grad(h[0], train_idx, y_train, virtual_idx)
+
+
+def test_augment_with_virtual_nodes_structure():
+    x = torch.rand(10, 5)
+    ei = torch.tensor([[0, 1, 2], [1, 2, 3]])
+    link = torch.tensor([0, 4, 7])
+    cls = torch.tensor([1, 0, 1])
+    vg = augment_with_virtual_nodes(x, ei, link, cls, 2, seed=3)
+    assert vg.num_nodes == 12 and vg.num_real == 10 and vg.virtual_idx.tolist() == [10, 11]
+    edges = set(map(tuple, vg.edge_index.t().tolist()))
+    for node, c in zip(link.tolist(), cls.tolist()):
+        assert (node, 10 + c) in edges and (10 + c, node) in edges
+    assert vg.graph.num_edges == 3 + 2 * 3
+    torch.testing.assert_close(vg.x[:10], x)
+    again = augment_with_virtual_nodes(x, ei, link, cls, 2, seed=3)
+    assert torch.equal(vg.x, again.x)  # seeded, repeatable virtual features
+    with pytest.raises(ValueError, match="link_class"):
+        augment_with_virtual_nodes(x, ei, link, cls + 5, 2)
+
+
+def test_accuracy():
+    scores = torch.tensor([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]])
+    y = torch.tensor([1, 1, 1])
+    assert accuracy(scores, y) == pytest.approx(2 / 3)
+    assert accuracy(scores, y, torch.tensor([0, 2])) == 1.0
+    assert accuracy(scores[:0], y[:0]) == 0.0
+
+
+def _small_data():
+    return synthetic(num_nodes=400, avg_degree=6, num_classes=4, num_features=64, seed=1, train_fraction=0.3)
+
+
+@pytest.mark.parametrize("model", ["gcn", "sage"])
+def test_trainer_row_gathered_step_matches_autograd(model):
+    """The trainer's step (sparse + low-rank first-layer input, gathered rows) = autograd of the
+    SF loss of the full layer on the augmented graph."""
+    data = _small_data()
+    x = data.x.clamp_min(0.6) - 0.6  # sparse, non-negative features: exercises the sparse form
+    data.x = x
+    trainer = GreedySF(TrainConfig(model=model, layers=1, hidden=16), data)
+    p, layer = trainer.problem, trainer.layers[0]
+    stepper = _LinearStepper(layer, p.vg.x, p, 1.0)
+    assert stepper.step_input.sparse is not None
+    captured = {}
+    layer.apply_gradients = lambda grads: captured.update(grads)
+    stepper.step()
+    w = layer.weight.detach().clone().requires_grad_(True)
+    b = layer.bias.detach().clone().requires_grad_(True)
+    prepared = layer.prepare(p.vg.x, p.vg.graph)
+    h = torch.relu(prepared @ w.t() + b)
+    F.cross_entropy(h[p.train_idx] @ h[p.virtual_idx].t(), p.y_train).backward()
+    torch.testing.assert_close(captured["weight"], w.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(captured["bias"], b.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_rows_operand_dense_and_sparse_agree():
+    data = _small_data()
+    data.x = data.x.clamp_min(0.6) - 0.6
+    trainer = GreedySF(TrainConfig(model="gcn", layers=1, hidden=16), data)
+    p, layer = trainer.problem, trainer.layers[0]
+    (sparse,) = make_row_operands(layer, p.vg.x, p, (p.step_rows,))
+    (dense,) = make_row_operands(layer, p.vg.x, p, (p.step_rows,), allow_sparse=False)
+    assert isinstance(sparse, RowsOperand) and sparse.sparse is not None and dense.dense is not None
+    torch.testing.assert_close(sparse.matmul_wt(layer.weight, layer.bias), dense.matmul_wt(layer.weight, layer.bias),
+                               rtol=1e-4, atol=1e-6)
+    g = torch.randn(p.step_rows.numel(), 16)
+    torch.testing.assert_close(sparse.grad_weight(g), dense.grad_weight(g), rtol=1e-4, atol=1e-5)
+
+
+def test_top_to_loss_gradient_matches_autograd():
+    """Top-to-loss: layer j's gradient is the SF gradient of mean(h_j, n(h_{j+1}), ...) through h_j only."""
+    data = _small_data()
+    cfg = TrainConfig(model="gcn", algo="sf-top-loss", layers=2, hidden=16, extra={"clip": 1e9})
+    trainer = TopDownSF(cfg, data, None, "loss")
+    p = trainer.problem
+    captured = []
+    for layer in trainer.layers:
+        layer.apply_gradients = lambda grads, store=captured: store.append(grads)
+    trainer.epoch([None] * 3)
+    l0, l1 = trainer.layers
+    w0 = l0.weight.detach().clone().requires_grad_(True)
+    b0 = l0.bias.detach().clone().requires_grad_(True)
+    h0 = torch.relu(l0.prepare(p.vg.x, p.vg.graph) @ w0.t() + b0)
+    h1 = l1(h0.detach(), p.vg.graph)
+    h1n = h1 / (h1.norm(dim=1, keepdim=True) + 1e-8)
+    m = (h0 + h1n) / 2
+    F.cross_entropy(m[p.train_idx] @ m[p.virtual_idx].t(), p.y_train).backward()
+    torch.testing.assert_close(captured[0]["weight"], w0.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(captured[0]["bias"], b0.grad, rtol=1e-4, atol=1e-6)
