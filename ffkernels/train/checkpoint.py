@@ -29,7 +29,8 @@ def save_checkpoint(path: str, state: dict) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".ckpt-", dir=directory)
     os.close(fd)
     try:
-        torch.save(state, tmp)
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
