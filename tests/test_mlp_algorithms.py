@@ -331,3 +331,34 @@ def test_runner_restores_thread_count():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("cls", [FFMLP, CollaborativeFFMLP, PEPITAMLP])
+def test_resume_equals_uninterrupted(digits, cls, tmp_path):
+    fit, val = validation_split(digits.train_idx[:500])
+    data = dict(x_val=digits.x[val], y_val=digits.y[val], epochs=6, batch_size=64, val_every=2, patience=10)
+    kwargs = dict(hidden=24, layers=2, seed=3)
+    if cls is FFMLP:
+        kwargs["negatives"] = "hard"
+    x, y = digits.x[fit], digits.y[fit]
+    full = cls(64, 10, **kwargs).fit(x, y, **data)
+    path = str(tmp_path / "ckpt.pt")
+    part = cls(64, 10, **kwargs).fit(x, y, save=path, stop_after_epochs=3, **data)
+    assert part.stopped and part.epochs_trained == 3
+    resumed = cls(64, 10, **kwargs).fit(x, y, resume=path, **data)
+    assert not resumed.stopped and resumed.epochs_trained == full.epochs_trained
+    for (k, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert resumed.history == full.history
+
+
+def test_runner_resume(tmp_path):
+    path = str(tmp_path / "run.pt")
+    kw = dict(layers=2, hidden=24, epochs=5, val_every=1, progress=False)
+    full = train_mlp("symba", **kw)
+    stopped = train_mlp("symba", save=path, stop_after_epochs=2, **kw)
+    assert stopped["stopped"] and stopped["total_epochs"] == 2
+    resumed = train_mlp("symba", resume=path, **kw)
+    assert resumed["test_accuracy"] == full["test_accuracy"] and resumed["total_epochs"] == full["total_epochs"]
+    with pytest.raises(ValueError):
+        train_mlp("symba", resume=path, **{**kw, "hidden": 32})

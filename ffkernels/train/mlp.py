@@ -41,6 +41,11 @@ whether ``--lr`` / ``--weight-decay`` were given).
   [``score_layers``] ``skip_first`` (layers 2..L; FF and SymBa default) | ``all`` (CFF default).
 - PEPITA: ``layers`` counts weight layers with the output layer (``layers - 1`` hidden);
   [``output_error``] ``modulated`` | ``clean``; [``feedback_scale``]; [``bias``].
+- checkpoints: ``config.save`` (written at every validation and on interruption),
+  ``config.resume``, ``config.stop_after_epochs`` (interrupts after that many epochs with
+  ``stopped: True``): the full training state (parameters, optimiser states, the shuffle /
+  negative generator, early stopping) is stored, so resuming ends with the same parameters
+  as an uninterrupted run.
 - [``threads``]: intra-op CPU threads while a runner trains (default 1, restored afterwards).
   The GEMMs here are tiny (a few hundred rows by 128 columns); a second thread buys nothing
   and, on the shared 2-core machine, the default two threads made ``ff`` 15x slower
@@ -129,9 +134,20 @@ def _fit_kwargs(config: TrainConfig, data, progress: Progress):
     fit, val, _ = _splits(config, data)
     batch = config.extra.get("batch_size", config.batch_size if config.batch_size is not None else MLP_BATCH_SIZE)
     patience = int(_pick(config, "patience", MLP_PATIENCE))
+    run = {"algo": config.algo, "dataset": config.dataset, "model": config.model, "layers": config.layers,
+           "hidden": config.extra.get("hidden", config.hidden), "split": config.split, "seed": config.seed,
+           "batch_size": batch, "val_every": config.val_every, "patience": patience,
+           "epochs": int(config.extra.get("epochs", config.epochs)),
+           "extra": {k: v for k, v in sorted(config.extra.items()) if k != "threads"}}
     return dict(epochs=int(config.extra.get("epochs", config.epochs)), batch_size=batch,
                 x_val=data.x[val], y_val=data.y[val], val_every=max(int(config.val_every), 1),
-                patience=patience, progress=progress), fit, val
+                patience=patience, progress=progress, save=config.save, resume=config.resume,
+                stop_after_epochs=config.stop_after_epochs, run=run), fit, val
+
+
+def _stopped(model, fit, val) -> dict:
+    """What a run interrupted by ``stop_after_epochs`` returns (accuracies are NaN)."""
+    return _report(model, fit, val, {"stopped": True, "val_accuracy": float("nan"), "test_accuracy": float("nan")})
 
 
 def _threaded(runner):
@@ -176,11 +192,13 @@ def run_ff_family(config: TrainConfig, data, progress: Progress, cls=FFMLP, nega
         raise ValueError(f"inference must be one of {['best', *modes]}, got {mode!r}")
     model.selection_mode = None if mode == "best" else mode  # early stopping tracks the requested mode
     model.fit(data.x[fit], data.y[fit], label=config.algo, **fit_kw)
+    if model.stopped:
+        return _stopped(model, fit, val)
     val_acc = model.evaluate(data.x[val], data.y[val])
     test_acc = model.evaluate(data.x[data.test_idx], data.y[data.test_idx])
     if mode == "best":
         mode = max(val_acc, key=lambda m: (val_acc[m], m == "goodness"))
-    extra = {"val_accuracy": val_acc[mode], "test_accuracy": test_acc[mode], "inference": mode,
+    extra = {"stopped": False, "val_accuracy": val_acc[mode], "test_accuracy": test_acc[mode], "inference": mode,
              "negatives": model.negatives}
     for m in val_acc:
         extra[f"val_accuracy_{m}"] = val_acc[m]
@@ -230,7 +248,9 @@ def run_pepita(config: TrainConfig, data, progress: Progress) -> dict:
                       output_error=config.extra.get("output_error", "modulated"),
                       bias=bool(config.extra.get("bias", False)), seed=config.seed).to(config.device)
     model.fit(data.x[fit], data.y[fit], label=config.algo, **fit_kw)
-    extra = {"val_accuracy": model.evaluate(data.x[val], data.y[val]),
+    if model.stopped:
+        return _stopped(model, fit, val)
+    extra = {"stopped": False, "val_accuracy": model.evaluate(data.x[val], data.y[val]),
              "test_accuracy": model.evaluate(data.x[data.test_idx], data.y[data.test_idx])}
     return _report(model, fit, val, extra)
 

@@ -32,6 +32,7 @@ from torch import nn
 
 from ..nn import FFLinear, LocalLayer, normalize_rows
 from ..nn.base import StepResult
+from .checkpoint import load_checkpoint, optimizer_state_to, save_checkpoint
 from .early_stopping import EarlyStopping
 from .mlp_common import (accuracy, hard_wrong_labels, make_generator, minibatches, uniform_wrong_labels,
                          with_label)
@@ -317,18 +318,21 @@ class FFMLP(nn.Module):
     @torch.no_grad()
     def fit(self, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 100, batch_size: int | None = 64,
             x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None, val_every: int = 1,
-            patience: int | None = 20, progress: Progress | None = None, label: str | None = None):
+            patience: int | None = 20, progress: Progress | None = None, label: str | None = None,
+            **checkpointing):
         """Train for up to ``epochs`` epochs.
 
         With validation data, validate every ``val_every`` epochs, stop after ``patience``
         validations without improvement (None: never stop early) and restore the best state;
         without it, train exactly ``epochs`` epochs. ``self.history`` gets one dict per epoch.
+        ``checkpointing``: ``save``, ``resume``, ``stop_after_epochs``, ``run`` (see
+        :func:`fit_loop`).
 
         Returns ``self``.
         """
         return fit_loop(self, x, y, epochs=epochs, batch_size=batch_size, x_val=x_val, y_val=y_val,
                         val_every=val_every, patience=patience, progress=progress,
-                        label=label or type(self).__name__)
+                        label=label or type(self).__name__, **checkpointing)
 
 
 class SymBaMLP(FFMLP):
@@ -382,12 +386,45 @@ class CollaborativeFFMLP(FFMLP):
         return total
 
 
+def _local_layers(model) -> list:
+    """Every module of ``model`` that owns an optimiser, in a fixed order."""
+    return [m for m in model.modules() if isinstance(m, LocalLayer)]
+
+
+def training_state(model, epoch: int, stopper: EarlyStopping) -> dict:
+    """Everything needed to resume ``model``'s training exactly after ``epoch``."""
+    return {"epoch": epoch, "model": model.state_dict(),
+            "optimizers": [m.optimizer.state_dict() for m in _local_layers(model)],
+            "generator": model.generator.get_state(), "stopper": stopper.state_dict(),
+            "history": list(model.history)}
+
+
+def load_training_state(model, state: dict, stopper: EarlyStopping) -> int:
+    """Restore :func:`training_state` into ``model`` and ``stopper``; returns the saved epoch."""
+    model.load_state_dict(state["model"])
+    for m, opt in zip(_local_layers(model), state["optimizers"]):
+        m.optimizer.load_state_dict(optimizer_state_to(opt, model.device))
+    model.generator.set_state(state["generator"])
+    stopper.load_state_dict(state["stopper"])
+    model.history = list(state["history"])
+    return int(state["epoch"])
+
+
 @torch.no_grad()
-def fit_loop(model, x, y, *, epochs, batch_size, x_val, y_val, val_every, patience, progress, label):
+def fit_loop(model, x, y, *, epochs, batch_size, x_val, y_val, val_every, patience, progress, label,
+             save: str | None = None, resume: str | None = None, stop_after_epochs: int | None = None,
+             run: dict | None = None):
     """The epoch loop shared by the MLP algorithms (``model.train_epoch``/``selection_score``).
 
     Validation-based early stopping as :class:`~ffkernels.train.EarlyStopping` does it (best
     state kept and restored); a fixed number of epochs when there is no validation data.
+
+    Checkpoints: with ``save`` the full training state (parameters, optimiser states, the
+    shuffle/negative generator, early-stopping state, epoch) is written at every validation
+    and when ``stop_after_epochs`` interrupts the run (``model.stopped`` is then True and the
+    best state is *not* restored); ``resume`` continues from such a file, so a resumed run
+    ends with the same parameters as an uninterrupted one. ``run`` describes the run (stored,
+    and checked on resume); its ``algo`` must match.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -398,22 +435,41 @@ def fit_loop(model, x, y, *, epochs, batch_size, x_val, y_val, val_every, patien
         x_val, y_val = x_val.to(device), y_val.to(device)
     progress = progress or Progress(enabled=False)
     stopper = EarlyStopping(patience if patience is not None else 10 ** 9)
+    run = dict(run or {})
+    algo = run.get("algo", label)
+    start_epoch = 1
+    if resume:
+        ckpt = load_checkpoint(resume, algo, {k: v for k, v in run.items() if k != "epochs"})
+        start_epoch = load_training_state(model, ckpt["training"], stopper) + 1
+
+    def checkpoint(epoch):
+        save_checkpoint(save, {"algo": algo, "run": run, "training": training_state(model, epoch, stopper)})
+
     start = time.perf_counter()
-    epoch = 0
-    for epoch in range(1, epochs + 1):
+    epoch = start_epoch - 1
+    model.stopped = False
+    for epoch in range(start_epoch, epochs + 1):
         loss = model.train_epoch(x, y, batch_size)
         record = {"epoch": epoch, "loss": loss}
         stop = False
-        if has_val and (epoch % val_every == 0 or epoch == epochs):
+        validated = has_val and (epoch % val_every == 0 or epoch == epochs)
+        if validated:
             score = model.selection_score(x_val, y_val)
             record["val"] = score
             stop = stopper.step(score, model, epoch)
         model.history.append(record)
         progress.update(label, epoch, epochs, loss=float(loss),
                         best_val=max(stopper.best_score, 0.0) if has_val else 0.0)
+        if stop_after_epochs is not None and epoch >= stop_after_epochs and epoch < epochs and not stop:
+            model.stopped = True
+            if save:
+                checkpoint(epoch)
+            break
+        if save and validated:
+            checkpoint(epoch)
         if stop or not math.isfinite(loss):
             break
-    if has_val:
+    if has_val and not model.stopped:
         stopper.restore(model)
     model.epochs_trained = epoch
     model.best_epoch = stopper.best_epoch if has_val else epoch
@@ -423,4 +479,5 @@ def fit_loop(model, x, y, *, epochs, batch_size, x_val, y_val, val_every, patien
 
 
 __all__ = ["FFMLP", "SymBaMLP", "CollaborativeFFMLP", "SoftmaxHead", "softmax_cross_entropy_grad",
-           "collaborative_ff_objective", "fit_loop", "INFERENCE_MODES", "NEGATIVE_KINDS"]
+           "collaborative_ff_objective", "fit_loop", "training_state", "load_training_state", "INFERENCE_MODES",
+           "NEGATIVE_KINDS"]

@@ -147,10 +147,10 @@ class PEPITAMLP(LocalLayer):
     @torch.no_grad()
     def fit(self, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 100, batch_size: int | None = 64,
             x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None, val_every: int = 1,
-            patience: int | None = 20, progress: Progress | None = None, label: str = "pepita"):
+            patience: int | None = 20, progress: Progress | None = None, label: str = "pepita", **checkpointing):
         """Train as :meth:`ffkernels.train.mlp_ff.FFMLP.fit` does (early stopping on validation)."""
         return fit_loop(self, x, y, epochs=epochs, batch_size=batch_size, x_val=x_val, y_val=y_val,
-                        val_every=val_every, patience=patience, progress=progress, label=label)
+                        val_every=val_every, patience=patience, progress=progress, label=label, **checkpointing)
 
 
 __all__ = ["PEPITAMLP"]
