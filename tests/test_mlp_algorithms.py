@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ffkernels.datasets import load
-from ffkernels.nn import FFLinear, normalize_rows
+from ffkernels.nn import FFLinear
 from ffkernels.train.mlp import (FFMLP, PEPITAMLP, CollaborativeFFMLP, SoftmaxHead, SymBaMLP,
                                  collaborative_ff_objective, softmax_cross_entropy_grad, train_mlp)
 from ffkernels.train.mlp_common import (hard_wrong_labels, make_generator, uniform_wrong_labels, validation_split,
