@@ -113,7 +113,7 @@ def correctness(device, names):
             x = torch.randn(n, feats, generator=gen).to(dtype).to(device)
             for reduce in ("sum", "mean", "max", "gcn"):
                 for ew in (None, w):
-                    ref = ops.aggregate(g, x.float(), reduce, ew, backend="reference")
+                    ref = ops.aggregate(g, x.double(), reduce, ew, backend="reference").float()
                     for name in names:
                         try:
                             out = ops.aggregate(g, x, reduce, ew, backend=name).float()
