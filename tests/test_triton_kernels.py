@@ -174,3 +174,28 @@ def test_aggregate_long_row_edge_split(reduce):
     again = tagg.aggregate(g.rowptr, g.col, x, weight_csr, reduce, scale, split_chunk=24)
     assert torch.equal(first, again)
     _close(first, ops.aggregate(g, x, reduce, w, backend="reference"))
+
+
+def test_custom_ops_opcheck():
+    """Schemas and fake (meta) implementations agree with the real kernels (torch.compile needs
+    the fake ones)."""
+    import ffkernels.triton.ops  # noqa: F401
+    opcheck = getattr(torch.library, "opcheck", None)
+    if opcheck is None:
+        pytest.skip("torch.library.opcheck needs torch >= 2.4")
+    utils = ("test_schema", "test_faketensor")
+    n = 6
+    g = _graph(n, torch.tensor([[0, 1, 2, 3, 4, 5, 1], [1, 2, 3, 4, 5, 0, 0]]))
+    x = torch.randn(n, 5).to(DEVICE)
+    nt = torch.ops.ffkernels_triton
+    opcheck(nt.aggregate, (g.rowptr, g.col, x, None, "gcn", g.deg_inv_sqrt), test_utils=utils)
+    opcheck(nt.aggregate, (g.rowptr, g.col, x, torch.rand(7).to(DEVICE), "max", None), test_utils=utils)
+    h = torch.relu(x)
+    positive = (torch.arange(n) % 2 == 0).to(DEVICE)
+    opcheck(nt.ff_goodness_loss_grad, (h, positive, 1.0, 2.0, 1.0), test_utils=utils)
+    opcheck(nt.row_goodness, (h, 0.2), test_utils=utils)
+    opcheck(nt.scale_rows, (h, torch.rand(n).to(DEVICE), 2.0, torch.float32), test_utils=utils)
+    w = torch.randn(3, 5).to(DEVICE)
+    b = torch.randn(3).to(DEVICE)
+    opcheck(nt.linear_relu_goodness_ff, (x, w, b, positive, 1.0, 2.0, 1.0), test_utils=utils)
+    opcheck(nt.linear_relu_sumsq, (x, w, None, 0), test_utils=utils)
