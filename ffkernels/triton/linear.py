@@ -75,9 +75,11 @@ def _precision(dtype: torch.dtype) -> str:
     return "tf32"
 
 
-def _config(n: int, din: int, dout: int, interpret: bool):
+def _config(n: int, din: int, dout: int, interpret: bool, elem_bytes: int = 4):
     block_n = max(16, min(triton.next_power_of_2(max(dout, 1)), MAX_FUSED_DOUT))
-    block_k = max(16, min(triton.next_power_of_2(max(din, 1)), 32 if block_n >= 256 else 64))
+    # K-tile sized so that 3 pipeline stages of A and B stay near 100 KB of shared memory.
+    max_k = 32 if (block_n >= 256 or elem_bytes >= 4) else 64
+    block_k = max(16, min(triton.next_power_of_2(max(din, 1)), max_k))
     if interpret:
         block_m = 16
     else:
@@ -98,7 +100,7 @@ def linear_relu_goodness(x: torch.Tensor, weight: torch.Tensor, bias, positive: 
     n, din = x.shape
     dout = weight.shape[0]
     interpret = x.device.type == "cpu"
-    block_m, auto_block_n, block_k, num_warps = _config(n, din, dout, interpret)
+    block_m, auto_block_n, block_k, num_warps = _config(n, din, dout, interpret, x.element_size())
     block_n = block_n or auto_block_n
     num_n_tiles = triton.cdiv(max(dout, 1), block_n)
     fused_ff = fused_ff and num_n_tiles == 1
