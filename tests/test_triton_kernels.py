@@ -108,6 +108,7 @@ def test_goodness_all_rows_positive():
 def test_gemm_epilogue_several_n_tiles():
     """Force 16-wide N tiles on Dout = 40 (3 tiles, the last one masked): partial sums of
     squares per tile must add up to the row goodness."""
+    import ffkernels.triton.ops  # noqa: F401  (registers torch.ops.ffkernels_triton)
     gen = torch.Generator().manual_seed(6)
     x = torch.randn(21, 19, generator=gen).to(DEVICE)
     w = (torch.randn(40, 19, generator=gen) * 0.3).to(DEVICE)
