@@ -200,3 +200,26 @@ def test_custom_ops_opcheck():
     b = torch.randn(3).to(DEVICE)
     opcheck(nt.linear_relu_goodness_ff, (x, w, b, positive, 1.0, 2.0, 1.0), test_utils=utils)
     opcheck(nt.linear_relu_sumsq, (x, w, None, 0), test_utils=utils)
+
+
+@pytest.mark.parametrize("name", ["triton", "cuda"])
+def test_default_long_row_split_against_float64(name):
+    """A hub with 3000 in-edges (over the default split chunk of 1024) on both GPU backends."""
+    info = ffkernels.backends()[name]
+    if not info["available"]:
+        pytest.skip(f"backend {name}: {info['reason']}")
+    from ffkernels.backends import _module
+    if not _module(name).supports("aggregate", DEVICE, torch.float32):
+        pytest.skip(f"backend {name} does not serve {DEVICE.type}")
+    gen = torch.Generator().manual_seed(10)
+    n = 40
+    hub = torch.stack([torch.randint(0, n, (3000,), generator=gen), torch.full((3000,), 7)])
+    ei = torch.cat([torch.randint(0, n, (2, 100), generator=gen), hub], dim=1)
+    g = _graph(n, ei)
+    x = torch.randn(n, 8, generator=gen).to(DEVICE)
+    w = torch.rand(ei.shape[1], generator=gen).to(DEVICE)
+    for reduce, weight in (("sum", None), ("max", w), ("gcn", w)):
+        got = ops.aggregate(g, x, reduce, weight, backend=name)
+        ref = ops.aggregate(g, x.double(), reduce, weight, backend="reference").float()
+        _close(got, ref)
+        assert torch.equal(got, ops.aggregate(g, x, reduce, weight, backend=name))
