@@ -6,13 +6,16 @@
 #   scripts/check_cuda_compile.sh            # all of csrc/cuda/*.cu
 #   scripts/check_cuda_compile.sh FILE.cu    # selected files
 #
-# Env: TORCH_WHEEL_VERSION (default 2.14.1), NVCC (default nvcc), CUDA_ARCH (default sm_90).
+# Env: TORCH_WHEEL_VERSION (default 2.14.1), CXX_STD (default c++20, which the 2.14 headers require),
+#      NVCC (default nvcc), CUDA_ARCH (default sm_90). The lent GPU machines run torch 2.11:
+#      TORCH_WHEEL_VERSION=2.11.0 CXX_STD=c++17 scripts/check_cuda_compile.sh mirrors their build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TORCH_WHEEL_VERSION="${TORCH_WHEEL_VERSION:-2.14.1}"
 NVCC="${NVCC:-nvcc}"
 CUDA_ARCH="${CUDA_ARCH:-sm_90}"
+CXX_STD="${CXX_STD:-c++20}"
 CACHE=".cuda-headers"
 INC="$CACHE/torch-$TORCH_WHEEL_VERSION/torch/include"
 
@@ -48,7 +51,7 @@ for src in "${sources[@]}"; do
   start=$(date +%s)
   # The flags torch.utils.cpp_extension passes for a CUDAExtension, plus -Werror-ish checks.
   if "$NVCC" -c "$src" -o "$OUTDIR/$(basename "$src").o" \
-      -std=c++20 -arch="$CUDA_ARCH" -O3 \
+      -std="$CXX_STD" -arch="$CUDA_ARCH" -O3 \
       -Xcompiler -fPIC -Xcompiler -Wall \
       -I"$INC" -I"$INC/torch/csrc/api/include" -I"$PY_INC" \
       -DFFKERNELS_WITH_CUDA -DTORCH_EXTENSION_NAME=_C -DTORCH_API_INCLUDE_EXTENSION_H \
