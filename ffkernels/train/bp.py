@@ -91,10 +91,10 @@ class _GAT(nn.Module):
         xh = self.lin(x).view(n, self.heads, self.dh)
         u = (xh * self.att_src).sum(-1)[src] + (xh * self.att_dst).sum(-1)[dst]
         e = F.leaky_relu(u, 0.2)
-        emax = torch.full((n, self.heads), float("-inf"), dtype=e.dtype).scatter_reduce(
+        emax = torch.full((n, self.heads), float("-inf"), dtype=e.dtype, device=e.device).scatter_reduce(
             0, dst.unsqueeze(1).expand_as(e), e.detach(), "amax", include_self=True)
         p = (e - emax[dst]).exp()
-        alpha = p / torch.zeros(n, self.heads, dtype=e.dtype).index_add(0, dst, p)[dst]
+        alpha = p / torch.zeros(n, self.heads, dtype=e.dtype, device=e.device).index_add(0, dst, p)[dst]
         out = torch.zeros_like(xh).index_add(0, dst, xh[src] * alpha.unsqueeze(-1))
         return out.reshape(n, -1) + self.bias
 
