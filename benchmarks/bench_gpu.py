@@ -288,28 +288,45 @@ def main(argv=None):
     print(f"  {len(failures)} failures", *failures[:20], sep="\n  ", flush=True)
 
     table = Table()
+
+    def write(final=False):
+        """(Re)write the table after every suite: a run cut short still leaves its rows."""
+        all_failures = failures + CHECK_FAILURES
+        meta["correctness_failures"] = all_failures
+        header = (f"# ffkernels GPU benchmark{'' if final else ' (partial: run still going or cut short)'}\n\n"
+                  f"{meta['date']} | {meta['card']} | torch {meta['torch']} | triton {meta.get('triton')} | "
+                  f"copy bandwidth {meta.get('copy_gbs', 0):.0f} GB/s (read+write)\n\n"
+                  f"Correctness check failures: {len(all_failures)}\n"
+                  + "".join(f"- {f}\n" for f in all_failures[:20]) + "\n")
+        md = header + table.markdown() + "\n"
+        with open(os.path.join(args.out, "gpu_bench.md"), "w") as f:
+            f.write(md)
+        with open(os.path.join(args.out, "gpu_bench.json"), "w") as f:
+            json.dump({"meta": meta, "rows": table.rows}, f, indent=1, default=str)
+        return md, all_failures
+
     copy_gbs = suite_copy(table, device, sizes["copy"])
     meta["copy_gbs"] = copy_gbs
-    suite_aggregate(table, device, sizes["nodes"], sizes["edges"], sizes["feats"], copy_gbs, names)
-    if not args.smoke:
-        suite_aggregate(table, device, sizes["nodes"], sizes["edges"], sizes["feats"], copy_gbs, names, skewed=True)
-    suite_goodness(table, device, sizes["good_rows"], sizes["good_width"], copy_gbs)
-    failures += CHECK_FAILURES
+    suites = [lambda: suite_aggregate(table, device, sizes["nodes"], sizes["edges"], sizes["feats"], copy_gbs, names),
+              lambda: suite_goodness(table, device, sizes["good_rows"], sizes["good_width"], copy_gbs)]
     for din, dout in sizes["lin"]:
         for dtype in (torch.float32, torch.bfloat16):
-            suite_linear(table, device, sizes["lin_rows"], din, dout, dtype)
-
-    meta["correctness_failures"] = failures
-    header = (f"# ffkernels GPU benchmark\n\n{meta['date']} | {meta['card']} | torch {meta['torch']} | "
-              f"triton {meta.get('triton')} | copy bandwidth {copy_gbs:.0f} GB/s (read+write)\n\n"
-              f"Correctness check failures: {len(failures)}\n"
-              + "".join(f"- {f}\n" for f in failures[:20]) + "\n")
-    md = header + table.markdown() + "\n"
+            suites.append(lambda din=din, dout=dout, dtype=dtype: suite_linear(table, device, sizes["lin_rows"], din,
+                                                                               dout, dtype))
+    if not args.smoke:  # last: the slowest to set up
+        suites.append(lambda: suite_aggregate(table, device, sizes["nodes"], sizes["edges"], sizes["feats"],
+                                              copy_gbs, names, skewed=True))
+    for suite in suites:
+        write()
+        try:
+            suite()
+        except Exception as exc:  # one suite's crash (e.g. out of memory) does not lose the others
+            traceback.print_exc()
+            CHECK_FAILURES.append(f"suite crashed: {type(exc).__name__}: {str(exc)[:100]}")
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    md, failures = write(final=True)
     print("\n" + md)
-    with open(os.path.join(args.out, "gpu_bench.md"), "w") as f:
-        f.write(md)
-    with open(os.path.join(args.out, "gpu_bench.json"), "w") as f:
-        json.dump({"meta": meta, "rows": table.rows}, f, indent=1, default=str)
     return 1 if failures else 0
 
 
