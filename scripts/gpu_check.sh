@@ -85,7 +85,9 @@ step bench "$(( remaining > 60 ? remaining : 60 ))" bench.log "$PY" benchmarks/b
 remaining=$(( 470 - ($(date +%s) - T0) ))
 if [ "$remaining" -gt 40 ] && "$PY" -c 'import ffkernels.cli' 2>/dev/null; then
   if "$PY" -m ffkernels.cli bench --help 2>/dev/null | grep -q -- "--suite"; then
-    step e2e "$remaining" e2e.log "$PY" -m ffkernels.cli bench --suite e2e --device cuda --quick
+    # (8 files at most come back from $OUT: this is the 8th.)
+    step e2e "$remaining" e2e.log "$PY" -m ffkernels.cli bench --suite e2e --device cuda --quick \
+      --json "$OUT/e2e.json" --timeout "$remaining"
   else
     echo "ffkernels bench --suite not available yet: e2e skipped" | tee -a "$SUMMARY"
   fi
