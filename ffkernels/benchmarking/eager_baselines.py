@@ -1,0 +1,463 @@
+"""Eager PyTorch baselines, written the way published forward-learning code is written.
+
+These are the implementations a user would otherwise run, kept here as *our own* baseline
+code so that the fused path (``ffkernels.train``) is compared with them on the same data,
+architecture, hyperparameters and seed. They deliberately keep the habits of the published
+reference code (ForwardGNN, Hinton-FF re-implementations), because those habits are what
+makes them slow and memory hungry:
+
+- autograd for every layer's local loss (``loss.backward()`` + ``optimizer.step()``);
+- PyG-style message passing: gather ``h[src]`` (an ``[E, F]`` message tensor), scale by the
+  GCN norm, scatter with ``index_add_``; the GCN normalisation (self loops, degrees, edge
+  weights) is recomputed at every forward, as ``GCNConv(cached=False)`` does;
+- the input row normalisation recomputed at every step;
+- evaluation re-runs every lower layer from the raw features.
+
+Every runner follows the registry contract of ``ffkernels.train``:
+``runner(config: TrainConfig, data: Dataset, progress) -> dict`` with ``val_accuracy``,
+``test_accuracy`` and ``epochs_per_layer``.
+
+- :func:`run_sf_eager`: single-forward loss with virtual nodes, greedy (ALGORITHMS.md 1.4);
+- :func:`run_ff_la_eager`: FF with label appending, greedy (1.6, loss 1.1);
+- :func:`run_ff_mlp_eager`: Hinton's supervised FF for MLPs, simultaneous (1.8);
+- :func:`run_bp_gcn` / :func:`run_bp_mlp`: backpropagation, same architecture plus a linear
+  classifier (PyG ``GCNConv`` layers when torch_geometric imports, else :class:`EagerGCNConv`).
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..train.common import augment_with_virtual_nodes, seed_everything
+from ..train.mlp_common import make_generator, minibatches, uniform_wrong_labels, validation_split, with_label
+
+__all__ = ["gcn_norm", "l2_normalize", "rms_normalize", "EagerGCNConv", "EagerLinear", "sf_loss",
+           "ff_loss", "label_append_inputs", "run_sf_eager", "run_ff_la_eager", "run_ff_mlp_eager",
+           "run_bp_gcn", "run_bp_mlp", "pyg_available", "EAGER_RUNNERS", "BP_RUNNERS"]
+
+
+# --------------------------------------------------------------------------- building blocks
+def l2_normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """ForwardGNN's input normalisation, recomputed at every step."""
+    return x / (x.norm(p=2, dim=1, keepdim=True) + eps)
+
+
+def rms_normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Hinton's input normalisation."""
+    return x / (x.pow(2).mean(dim=1, keepdim=True).sqrt() + eps)
+
+
+def gcn_norm(edge_index: torch.Tensor, num_nodes: int):
+    """PyG's ``gcn_norm`` (add self loops, symmetric degree scaling), recomputed per call.
+
+    Returns ``(edge_index_with_loops [2, E + N], norm [E + N])``.
+    """
+    loops = torch.arange(num_nodes, device=edge_index.device)
+    ei = torch.cat([edge_index, torch.stack([loops, loops])], dim=1)
+    src, dst = ei[0], ei[1]
+    deg = torch.zeros(num_nodes, device=edge_index.device).scatter_add_(
+        0, dst, torch.ones(dst.numel(), device=edge_index.device))
+    dis = deg.pow(-0.5)
+    dis.masked_fill_(torch.isinf(dis), 0.0)
+    return ei, dis[src] * dis[dst]
+
+
+class EagerGCNConv(nn.Module):
+    """``GCNConv`` the PyG way: ``out = scatter_add(norm * (x W)[src], dst) + b``.
+
+    Transform first, then gather an ``[E, F_out]`` message tensor and scatter it with
+    ``index_add_``; the normalisation is recomputed at every forward (``cached=False``).
+    Mathematically ``Agg_gcn(x) W^T + b``, the fused ``FFGCNConv``'s pre-activation.
+    """
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.lin = nn.Linear(in_features, out_features, bias=False)
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        bound = 1.0 / math.sqrt(in_features)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        ei, norm = gcn_norm(edge_index, n)
+        h = self.lin(x)
+        msg = h.index_select(0, ei[0]) * norm.unsqueeze(1)
+        out = torch.zeros(n, h.shape[1], dtype=h.dtype, device=h.device).index_add_(0, ei[1], msg)
+        return out + self.bias
+
+
+class EagerLinear(nn.Module):
+    """An MLP layer: ``nn.Linear`` (the FF MLP baselines)."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.lin = nn.Linear(in_features, out_features)
+
+    def forward(self, x, edge_index=None):
+        return self.lin(x)
+
+
+def sf_loss(h: torch.Tensor, train_idx: torch.Tensor, virtual_idx: torch.Tensor, y_train: torch.Tensor,
+            tau: float = 1.0) -> torch.Tensor:
+    """ForwardGNN's single-forward loss: CE over ``<H_i, H_v_c> / tau`` for training rows."""
+    logits = h[train_idx] @ h[virtual_idx].t() / tau
+    return F.cross_entropy(logits, y_train)
+
+
+def ff_loss(g_pos: torch.Tensor, g_neg: torch.Tensor, theta: float, temperature: float = 1.0) -> torch.Tensor:
+    """FF loss: ``mean_pos softplus(-(G - theta)/T) + mean_neg softplus((G - theta)/T)``."""
+    total = g_pos.new_zeros(())
+    if g_pos.numel():
+        total = total + F.softplus(-(g_pos - theta) / temperature).mean()
+    if g_neg.numel():
+        total = total + F.softplus((g_neg - theta) / temperature).mean()
+    return total
+
+
+def pyg_available() -> bool:
+    try:
+        from torch_geometric.nn import GCNConv  # noqa: F401
+        return True
+    except Exception:  # not installed, or a broken install: use our own layer
+        return False
+
+
+class _Stopper:
+    """Early stopping the way the reference does it (best state deep-copied, patience in validations)."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.best = -1.0
+        self.best_state = None
+        self.bad = 0
+
+    def step(self, score: float, module) -> bool:
+        if score > self.best:
+            self.best, self.best_state, self.bad = score, copy.deepcopy(module.state_dict()), 0
+        else:
+            self.bad += 1
+        return self.bad >= self.patience
+
+    def restore(self, module) -> None:
+        if self.best_state is not None:
+            module.load_state_dict(self.best_state)
+
+
+def _acc(pred: torch.Tensor, y: torch.Tensor) -> float:
+    return float((pred == y).float().mean()) if y.numel() else 0.0
+
+
+def _report(progress, label, epoch, total, **metrics):
+    if progress is not None:
+        progress.update(label, epoch, total, **metrics)
+
+
+def _greedy_layer(layer, opt, step, validate, config, progress, label):
+    """Train one layer to its own early stop (validate every ``val_every`` epochs)."""
+    stopper = _Stopper(config.patience)
+    epoch = 0
+    for epoch in range(1, config.epochs + 1):
+        loss = step()
+        if epoch % config.val_every == 0:
+            if stopper.step(validate(), layer):
+                break
+        _report(progress, label, epoch, config.epochs, loss=loss)
+    if stopper.best_state is None:
+        stopper.step(validate(), layer)
+    stopper.restore(layer)
+    return epoch, stopper.best
+
+
+# --------------------------------------------------------------------------- SF (virtual nodes)
+def run_sf_eager(config, data, progress=None) -> dict:
+    """Greedy SF-GCN with autograd per layer (ALGORITHMS.md 1.4), the reference code's way."""
+    if config.model != "gcn":
+        raise ValueError("the eager SF baseline implements model='gcn'")
+    seed_everything(config.seed)
+    device = torch.device(config.device)
+    data = data.to(device)
+    c = data.num_classes
+    vg = augment_with_virtual_nodes(data.x, data.edge_index, data.train_idx, data.y[data.train_idx], c,
+                                    seed=config.seed)
+    x_raw, edge_index, virtual_idx, n = vg.x, vg.edge_index, vg.virtual_idx, vg.num_real
+    train_idx, y_train = data.train_idx, data.y[data.train_idx]
+    layers: list = []
+
+    def predict(stack, idx):
+        # The reference evaluates from the raw features through every layer, every time.
+        with torch.no_grad():
+            h, p = x_raw, 0.0
+            for layer in stack:
+                h = F.relu(layer(l2_normalize(h), edge_index))
+                p = p + torch.softmax(h[:n] @ h[virtual_idx].t(), dim=1)
+            return _acc(p[idx].argmax(1), data.y[idx])
+
+    x_in = x_raw
+    epochs_per_layer = []
+    for depth in range(config.layers):
+        layer = EagerGCNConv(x_in.shape[1], config.hidden).to(device)
+        opt = torch.optim.Adam(layer.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+        def step():
+            layer.train()
+            opt.zero_grad()
+            h = F.relu(layer(l2_normalize(x_in), edge_index))
+            loss = sf_loss(h, train_idx, virtual_idx, y_train)
+            loss.backward()
+            opt.step()
+            return loss.item()
+
+        epochs, _ = _greedy_layer(layer, opt, step, lambda: predict(layers + [layer], data.val_idx), config,
+                                  progress, f"eager-sf layer {depth + 1}")
+        epochs_per_layer.append(epochs)
+        layers.append(layer)
+        with torch.no_grad():
+            x_in = F.relu(layer(l2_normalize(x_in), edge_index))
+    return {"val_accuracy": predict(layers, data.val_idx), "test_accuracy": predict(layers, data.test_idx),
+            "epochs_per_layer": epochs_per_layer}
+
+
+# --------------------------------------------------------------------------- FF label appending
+def label_append_inputs(x: torch.Tensor, y: torch.Tensor, train_idx: torch.Tensor, num_classes: int,
+                        seed: int = 0):
+    """FF-LA inputs (ALGORITHMS.md 1.6): the positive stream and ``C - 1`` negative streams.
+
+    Positive: ``x || onehot(y)`` for training nodes, ``x || 1/C`` for the others. Negative copy
+    ``k``: training node ``i`` appends its ``k``-th wrong class (a per-node permutation of the
+    wrong classes, drawn once with ``seed``); the others keep ``1/C``.
+    """
+    n, c = x.shape[0], num_classes
+    gen = torch.Generator().manual_seed(int(seed) + 104729)
+    lab = torch.full((n, c), 1.0 / c, dtype=x.dtype, device=x.device)
+    pos_lab = lab.clone()
+    pos_lab[train_idx] = F.one_hot(y[train_idx], c).to(x.dtype)
+    # Per training node, a random ordering of the C - 1 wrong classes: (y + 1 + perm) mod C.
+    offsets = torch.argsort(torch.rand(train_idx.numel(), c - 1, generator=gen), dim=1).to(x.device) + 1
+    wrong = (y[train_idx].unsqueeze(1) + offsets) % c
+    negatives = []
+    for k in range(c - 1):
+        neg_lab = lab.clone()
+        neg_lab[train_idx] = F.one_hot(wrong[:, k], c).to(x.dtype)
+        negatives.append(torch.cat([x, neg_lab], dim=1))
+    return torch.cat([x, pos_lab], dim=1), negatives
+
+
+def run_ff_la_eager(config, data, progress=None) -> dict:
+    """Greedy FF-LA GCN with autograd per layer: each stream its own pass, C eval passes each time."""
+    if config.model != "gcn":
+        raise ValueError("the eager FF-LA baseline implements model='gcn'")
+    seed_everything(config.seed)
+    device = torch.device(config.device)
+    data = data.to(device)
+    c, theta = data.num_classes, (2.0 if config.theta is None else float(config.theta))
+    edge_index, train_idx, y = data.edge_index, data.train_idx, data.y
+    x_pos, x_negs = label_append_inputs(data.x, y, train_idx, c, config.seed)
+    layers: list = []
+
+    def predict(stack, idx):
+        # Labelled nodes keep their true label (training nodes for validation, training and
+        # validation nodes for test, as the reference); every other node is given class c.
+        known = train_idx if idx is data.val_idx else torch.cat([train_idx, data.val_idx])
+        with torch.no_grad():
+            scores = []
+            for cls in range(c):  # one full pass per candidate label, from the raw features
+                lab = F.one_hot(torch.full((data.num_nodes,), cls, device=device), c).to(data.x.dtype)
+                lab[known] = F.one_hot(y[known], c).to(data.x.dtype)
+                h, s = torch.cat([data.x, lab], dim=1), 0.0
+                for layer in stack:
+                    h = F.relu(layer(l2_normalize(h), edge_index))
+                    s = s + (h.pow(2).mean(dim=1) - theta)
+                scores.append(s)
+            return _acc(torch.stack(scores, 1)[idx].argmax(1), y[idx])
+
+    epochs_per_layer = []
+    for depth in range(config.layers):
+        layer = EagerGCNConv(x_pos.shape[1], config.hidden).to(device)
+        opt = torch.optim.Adam(layer.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+        def step():
+            layer.train()
+            opt.zero_grad()
+            h_pos = F.relu(layer(l2_normalize(x_pos), edge_index))
+            g_pos = h_pos[train_idx].pow(2).sum(dim=1)
+            g_neg = torch.cat([F.relu(layer(l2_normalize(xn), edge_index))[train_idx].pow(2).sum(dim=1)
+                               for xn in x_negs])
+            loss = ff_loss(g_pos, g_neg, theta)
+            loss.backward()
+            opt.step()
+            return loss.item()
+
+        epochs, _ = _greedy_layer(layer, opt, step, lambda: predict(layers + [layer], data.val_idx), config,
+                                  progress, f"eager-ff-la layer {depth + 1}")
+        epochs_per_layer.append(epochs)
+        layers.append(layer)
+        with torch.no_grad():
+            x_pos = F.relu(layer(l2_normalize(x_pos), edge_index))
+            x_negs = [F.relu(layer(l2_normalize(xn), edge_index)) for xn in x_negs]
+    return {"val_accuracy": predict(layers, data.val_idx), "test_accuracy": predict(layers, data.test_idx),
+            "epochs_per_layer": epochs_per_layer}
+
+
+# --------------------------------------------------------------------------- Hinton FF (MLP)
+def run_ff_mlp_eager(config, data, progress=None) -> dict:
+    """Hinton's supervised FF (ALGORITHMS.md 1.8): all layers step on every mini-batch.
+
+    Label one-hot prepended (``with_label``), uniform wrong-label negatives redrawn per batch,
+    rms input normalisation, summed goodness, ``theta = hidden``; goodness-mode inference with
+    one full pass per label, summing layers 2..L (layer 1 too when it is the only one).
+    """
+    seed_everything(config.seed)
+    device = torch.device(config.device)
+    data = data.to(device)
+    c, hidden = data.num_classes, config.hidden
+    theta = float(hidden) if config.theta is None else float(config.theta)
+    if data.val_idx.numel():
+        fit_idx, val_idx = data.train_idx, data.val_idx
+    else:
+        fit_idx, val_idx = validation_split(data.train_idx)
+    gen = make_generator(config.seed)
+    dims = [data.num_features + c] + [hidden] * config.layers
+    layers = [EagerLinear(dims[i], dims[i + 1]).to(device) for i in range(config.layers)]
+    opts = [torch.optim.Adam(layer.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+            for layer in layers]
+    model = nn.ModuleList(layers)
+
+    def predict(idx):
+        with torch.no_grad():
+            x = data.x[idx]
+            first = 1 if len(layers) > 1 else 0
+            scores = []
+            for cls in range(c):  # one full pass per label
+                h, s = with_label(x, torch.full((x.shape[0],), cls, device=device), c), 0.0
+                for i, layer in enumerate(layers):
+                    h = F.relu(layer(rms_normalize(h)))
+                    if i >= first:
+                        s = s + h.pow(2).sum(dim=1)
+                scores.append(s)
+            return _acc(torch.stack(scores, 1).argmax(1), data.y[idx])
+
+    stopper = _Stopper(config.patience)
+    epoch = 0
+    for epoch in range(1, config.epochs + 1):
+        loss_sum = 0.0
+        for batch in minibatches(fit_idx.numel(), config.batch_size, gen, device):
+            rows = fit_idx[batch]
+            x, yb = data.x[rows], data.y[rows]
+            h_pos = with_label(x, yb, c)
+            h_neg = with_label(x, uniform_wrong_labels(yb, c, gen), c)
+            for layer, opt in zip(layers, opts):
+                opt.zero_grad()
+                z_pos = F.relu(layer(rms_normalize(h_pos)))
+                z_neg = F.relu(layer(rms_normalize(h_neg)))
+                loss = ff_loss(z_pos.pow(2).sum(1), z_neg.pow(2).sum(1), theta)
+                loss.backward()
+                opt.step()
+                loss_sum += loss.item()
+                h_pos, h_neg = z_pos.detach(), z_neg.detach()
+        if epoch % config.val_every == 0 and stopper.step(predict(val_idx), model):
+            break
+        _report(progress, "eager-ff-mlp", epoch, config.epochs, loss=loss_sum)
+    if stopper.best_state is None:
+        stopper.step(predict(val_idx), model)
+    stopper.restore(model)
+    return {"val_accuracy": predict(val_idx), "test_accuracy": predict(data.test_idx),
+            "epochs_per_layer": [epoch] * config.layers}
+
+
+# --------------------------------------------------------------------------- backpropagation
+class BPGCN(nn.Module):
+    """``layers`` GCN layers (hidden width, ReLU) and a linear classifier, trained end to end."""
+
+    def __init__(self, in_features: int, hidden: int, num_classes: int, layers: int, use_pyg: bool):
+        super().__init__()
+        if use_pyg:
+            from torch_geometric.nn import GCNConv
+            make = lambda i, o: GCNConv(i, o)  # noqa: E731  (cached=False: norm recomputed per step)
+        else:
+            make = EagerGCNConv
+        dims = [in_features] + [hidden] * layers
+        self.convs = nn.ModuleList(make(dims[i], dims[i + 1]) for i in range(layers))
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x, edge_index):
+        for conv in self.convs:
+            x = F.relu(conv(x, edge_index))
+        return self.head(x)
+
+
+class BPMLP(nn.Module):
+    def __init__(self, in_features: int, hidden: int, num_classes: int, layers: int):
+        super().__init__()
+        dims = [in_features] + [hidden] * layers
+        self.layers = nn.ModuleList(nn.Linear(dims[i], dims[i + 1]) for i in range(layers))
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x, edge_index=None):
+        for layer in self.layers:
+            x = F.relu(layer(x))
+        return self.head(x)
+
+
+def _bp_train(model, x, edge_index, y, fit_idx, val_idx, test_idx, config, progress, label, batch_size=None):
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    gen = make_generator(config.seed)
+    stopper = _Stopper(config.patience)
+
+    def evaluate(idx):
+        model.eval()
+        with torch.no_grad():
+            out = model(x[idx], None) if edge_index is None else model(x, edge_index)[idx]
+            return _acc(out.argmax(1), y[idx])
+
+    epoch = 0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        batches = [fit_idx] if edge_index is not None else [
+            fit_idx[b] for b in minibatches(fit_idx.numel(), batch_size, gen, x.device)]
+        for rows in batches:
+            opt.zero_grad()
+            out = model(x, edge_index)[rows] if edge_index is not None else model(x[rows])
+            loss = F.cross_entropy(out, y[rows])
+            loss.backward()
+            opt.step()
+        if epoch % config.val_every == 0 and stopper.step(evaluate(val_idx), model):
+            break
+        _report(progress, label, epoch, config.epochs, loss=loss.item())
+    if stopper.best_state is None:
+        stopper.step(evaluate(val_idx), model)
+    stopper.restore(model)
+    return {"val_accuracy": evaluate(val_idx), "test_accuracy": evaluate(test_idx),
+            "epochs_per_layer": [epoch] * config.layers, "epochs": epoch}
+
+
+def run_bp_gcn(config, data, progress=None) -> dict:
+    """Backprop GCN (PyG ``GCNConv`` when torch_geometric imports, else :class:`EagerGCNConv`)."""
+    seed_everything(config.seed)
+    device = torch.device(config.device)
+    data = data.to(device)
+    use_pyg = bool(config.extra.get("pyg", True)) and pyg_available()
+    model = BPGCN(data.num_features, config.hidden, data.num_classes, config.layers, use_pyg).to(device)
+    out = _bp_train(model, data.x, data.edge_index, data.y, data.train_idx, data.val_idx, data.test_idx, config,
+                    progress, "bp-gcn")
+    out["bp_layers"] = "torch_geometric.nn.GCNConv" if use_pyg else "EagerGCNConv"
+    return out
+
+
+def run_bp_mlp(config, data, progress=None) -> dict:
+    """Backprop MLP (same widths plus a linear classifier), mini-batches as the FF run."""
+    seed_everything(config.seed)
+    device = torch.device(config.device)
+    data = data.to(device)
+    fit_idx, val_idx = (data.train_idx, data.val_idx) if data.val_idx.numel() else validation_split(data.train_idx)
+    model = BPMLP(data.num_features, config.hidden, data.num_classes, config.layers).to(device)
+    return _bp_train(model, data.x, None, data.y, fit_idx, val_idx, data.test_idx, config, progress, "bp-mlp",
+                     batch_size=config.batch_size)
+
+
+#: algorithm family -> eager runner / BP runner (the suite's keys).
+EAGER_RUNNERS = {"sf": run_sf_eager, "ff_la": run_ff_la_eager, "ff_mlp": run_ff_mlp_eager}
+BP_RUNNERS = {"gcn": run_bp_gcn, "mlp": run_bp_mlp}
