@@ -296,6 +296,10 @@ def profile_sf_step(case: Case, data, device: str, steps: int = 5) -> dict:
     from ..train import sf as sfmod
     sync = (lambda: torch.cuda.synchronize()) if device.startswith("cuda") else (lambda: None)
     config = make_config(case, "fused", device)
+    # The first optimizer.step() of a process pays one-time lazy imports (seconds); keep them out.
+    _p = torch.nn.Parameter(torch.zeros(2, device=device))
+    _p.grad = torch.ones_like(_p)
+    torch.optim.Adam([_p]).step()
     sfmod.seed_everything(config.seed)
     t = {"prepare": 0.0, "gemm": 0.0, "loss": 0.0, "grad_gemm": 0.0, "update": 0.0, "validate": 0.0, "output": 0.0}
 
