@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch/OpenMP threads in each run (default: torch's default). On a loaded machine "
                         "use 1: multi-threaded parallel regions stall whenever a sibling thread is descheduled")
     p.add_argument("--max-epochs", type=int, default=None, help="cap every configuration's epochs (per layer)")
+    p.add_argument("--from-json", nargs="+", metavar="PATH",
+                   help="do not train: merge these saved record files (later files win per configuration "
+                        "and variant), print the table and write --json/--plot from them")
     p.add_argument("--list", action="store_true", help="list the configurations and exit")
     return p
 
@@ -59,6 +62,27 @@ def main(argv=None) -> int:
         for case in suite.suite_cases(args.quick):
             if not args.only or any(tok in case.name for tok in args.only.split(",")):
                 print(f"{case.group:8s} {case.name:36s} epochs={case.epochs:<5d} variants={','.join(case.variants)}")
+        return 0
+    if args.from_json:
+        merged = {}
+        for path in args.from_json:
+            try:
+                with open(path) as fh:
+                    records = json.load(fh)
+            except (OSError, ValueError) as exc:
+                print(f"ffkernels bench: error: cannot read --from-json {path}: {exc}", file=sys.stderr)
+                return 2
+            for rec in records:
+                merged[(rec.get("name"), rec.get("variant"))] = rec
+        results = {"meta": {"from_json": args.from_json, "device": args.device},
+                   "records": suite.add_ratios(list(merged.values()))}
+        print(suite.markdown_table(results))
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(results["records"], fh, indent=1)
+        if args.plot:
+            for path in plots.write_plots(results, args.plot):
+                print(f"plot: {path}")
         return 0
     problem = _check_device(args.device)
     if problem:
