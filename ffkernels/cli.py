@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     train.add_argument("--backend", choices=BACKENDS, default=None, help="force the ops backend (FFKERNELS_BACKEND)")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=None,
+                       help="intra-op CPU threads while training (default: the algorithm's, usually 1)")
     train.add_argument("--epochs", type=int, default=1000, help="maximum epochs (per layer for greedy schedules)")
     train.add_argument("--patience", type=int, default=100, help="early-stopping patience, in validations")
     train.add_argument("--val-every", type=int, default=2)
@@ -181,6 +183,8 @@ def _validate(args, algos):
     for name in ("layers", "hidden", "epochs", "patience", "val_every"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
     if args.batch_size is not None and args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.resume is not None and not os.path.isfile(args.resume):
@@ -230,6 +234,8 @@ def run_one(args, task, split, many, progress):
                          batch_size=args.batch_size, save=_split_path(args.save, split, many),
                          resume=_split_path(args.resume, split, many), stop_after_epochs=args.stop_after_epochs,
                          progress=not args.quiet)
+    if args.threads is not None:
+        config.extra["threads"] = args.threads
     if args.lr is not None:
         config.lr = args.lr
     else:
@@ -258,7 +264,8 @@ def run_one(args, task, split, many, progress):
               "backend": _resolved_backend(args.device)}
     report.update(result)
     report.update({"setup_seconds": setup_seconds, "train_seconds": seconds, "seconds_per_epoch": seconds / total_epochs if total_epochs else None,
-                   "peak_memory_bytes": int(mem.peak_bytes), "threads": torch.get_num_threads()})
+                   "peak_memory_bytes": int(mem.peak_bytes),
+                   "threads": config.extra.get("threads", 1) if args.device == "cpu" else None})
     return report
 
 
