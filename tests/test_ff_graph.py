@@ -106,13 +106,60 @@ def test_negatives_never_carry_true_label(small):
                 assert (labels[k, query].argmax(1) != d.y[query]).all()
 
 
-@pytest.mark.xfail(strict=False, reason="FF-LA/FF-VN do not yet learn within a short run: measured 29-53% "
-                   "on Cora-ML with theta=2/sum goodness; tuning unfinished (see ff_graph.LA_NOTES)")
+@pytest.fixture
+def one_thread():
+    # The short runs are small-matrix bound; one thread is as fast and does not stall on a busy machine.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_ff_vn_unit_virtual_link_matches_dense(small):
+    """vn_degree="unit": the virtual link enters like a degree-1 neighbour, coef = d_i^-1/2 / sqrt(2)."""
+    d, c = small, small.num_classes
+    tr = d.train_idx
+    x = d.x.double()
+    vf = torch.randn(c, d.num_features, dtype=torch.float64)
+    layer = build_layer("gcn", d.num_features, 5).double()
+    cls = torch.stack([d.y[tr], (d.y[tr] + 1) % c])
+    st = fg._vn_setting(layer, torch.cat([x, vf]), d, tr[:0], tr, cls, "gcn", "unit")
+    n = d.num_nodes
+    a = torch.zeros(n, n, dtype=torch.float64)
+    a.index_put_((d.edge_index[1], d.edge_index[0]), torch.ones(d.edge_index.shape[1], dtype=torch.float64),
+                 accumulate=True)  # duplicate edges count, as in the graph operator
+    link = torch.zeros(n, dtype=torch.float64)
+    link[tr] = 1.0
+    dinv = (1.0 + a.sum(1) + link).rsqrt()
+    u = x / (x.norm(dim=1, keepdim=True) + 1e-8)
+    vn = vf / (vf.norm(dim=1, keepdim=True) + 1e-8)
+    real = dinv[:, None] * (a @ (dinv[:, None] * u) + dinv[:, None] * u)
+    for k in range(2):
+        prep = real[tr] + (dinv[tr] / 2 ** 0.5)[:, None] * vn[cls[k]]
+        want = prep @ layer.weight.detach().t() + layer.bias.detach()
+        assert _rel(st.z(layer)[k], want) < 1e-6  # float32 degree factors
+
+
+def test_ff_vn_forward_matches_plain_layer_with_graph_degrees(small):
+    """The fed-forward input equals the plain GCN layer on the augmented graph when the virtual
+    degrees are the graph's (vn_degree="fixed" at training = the positive graph's degrees)."""
+    d, c = small, small.num_classes
+    tr = d.train_idx
+    vg = augment_with_virtual_nodes(d.x.double(), d.edge_index, tr, d.y[tr], c)
+    layer = build_layer("gcn", d.num_features, 6).double()
+    with torch.no_grad():
+        want = fg.project_forward(layer, vg.x, vg.graph)
+        got = fg._vn_forward(layer, vg.x, vg.graph, d, tr, "gcn", "fixed")
+    assert _rel(got, want) < 1e-6
+
+
 @pytest.mark.parametrize("algo", ["ff-la", "ff-vn"])
-def test_short_run_beats_chance_on_cora(algo):
-    data = load("cora")
-    cfg = TrainConfig(dataset="cora", model="gcn", algo=algo, layers=1, hidden=64, epochs=30, val_every=2,
-                      patience=10, progress=False, extra={"goodness": "sum"})
+def test_short_run_beats_chance_on_cora_ml(algo, one_thread):
+    # Cora-ML (the paper's dataset for these methods, 64% of nodes labelled). On Cora's public split
+    # (140 labelled nodes) FF-LA does not learn yet (measured ~11% test, see ff_graph's notes).
+    data = load("cora_ml", split=0)
+    cfg = TrainConfig(dataset="cora_ml", model="gcn", algo=algo, layers=1, hidden=128, epochs=60, val_every=2,
+                      patience=30, lr=1e-2, progress=False)  # no early stop: the first ~30 epochs are a plateau
     fn = fg.train_ff_la if algo == "ff-la" else fg.train_ff_vn
     res = fn(cfg, data)
-    assert res["test_accuracy"] > 1.0 / data.num_classes + 0.2, res
+    assert res["test_accuracy"] > 1.0 / data.num_classes + 0.3, res

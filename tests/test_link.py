@@ -66,8 +66,26 @@ def test_edge_split_is_disjoint_and_negatives_are_non_edges():
         assert (p[0] != p[1]).all()
 
 
-def test_short_fl_ce_run_beats_chance_on_cora():
+@pytest.fixture
+def one_thread():
+    # Small-matrix bound and scatter-heavy (index_add_): one thread is as fast and does not stall
+    # on a busy machine (measured: index_add_ 0.2 ms at 1 thread, 176 ms at 2 under load).
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_short_fl_ce_run_beats_chance_on_cora(one_thread):
     cfg = TrainConfig(dataset="cora", model="gcn", task="link", layers=1, hidden=64, epochs=30, val_every=2,
                       patience=15, lr=0.01, progress=False)
     res = train_link(cfg, load("cora"), loss="ce")
-    assert res["test_auc"] > 0.75, res  # measured: 0.849 after 40 epochs at lr 0.01
+    assert res["test_auc"] > 0.80, res  # measured: 0.849 after 40 epochs at lr 0.01
+
+
+def test_default_lr_and_theta_are_used_when_not_chosen(one_thread):
+    """The command line marks an unchosen --lr with extra["default_lr"]; FL-FF's theta defaults to 0.5."""
+    cfg = TrainConfig(dataset="cora", model="gcn", task="link", layers=1, hidden=16, epochs=2, val_every=2,
+                      patience=1, progress=False, extra={"default_lr": True})
+    res = train_link(cfg, load("cora"), loss="ff")
+    assert res["lr"] == 5e-2 and res["theta"] == 0.5, res
