@@ -251,6 +251,8 @@ class GreedySF:
         self.progress = progress or Progress(enabled=False)
         self.tau = float(config.extra.get("tau", 1.0))
         self.val_mode = config.extra.get("val_mode", "cumulative")
+        if self.val_mode not in ("cumulative", "layer"):
+            raise ValueError(f"extra['val_mode'] must be 'cumulative' or 'layer', got {self.val_mode!r}")
         seed_everything(config.seed)
         self.data = data
         self.problem = SFProblem(data, config.seed)
