@@ -28,12 +28,16 @@ def _check_graph(graph) -> Graph:
     return graph
 
 
-def gcn_deg_inv_sqrt(graph: Graph, edge_weight_csr: torch.Tensor | None) -> torch.Tensor:
-    """GCN's ``(1 + weighted in-degree) ** -0.5``; cached on the graph when unweighted."""
+def gcn_deg_inv_sqrt(graph: Graph, edge_weight_csr: torch.Tensor | None,
+                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """GCN's ``(1 + weighted in-degree) ** -0.5`` in ``dtype`` (float32, or float64 for
+    float64 features); the unweighted float32 factors are cached on the graph."""
     if edge_weight_csr is None:
+        if dtype == torch.float64:
+            return (graph.in_degree.to(torch.float64) + 1.0).rsqrt()
         return graph.deg_inv_sqrt
-    deg = torch.ones(graph.num_nodes, dtype=torch.float32, device=graph.device)
-    deg.index_add_(0, graph.row.to(torch.int64), edge_weight_csr.to(torch.float32))
+    deg = torch.ones(graph.num_nodes, dtype=dtype, device=graph.device)
+    deg.index_add_(0, graph.row.to(torch.int64), edge_weight_csr.to(dtype))
     # A negative weighted degree has no real square root: keep the node unscaled-zero.
     return torch.where(deg > 0, deg.rsqrt(), torch.zeros_like(deg))
 
@@ -73,7 +77,8 @@ def aggregate(graph: Graph, x: torch.Tensor, reduce: str = "sum", edge_weight: t
         weight_csr = edge_weight.index_select(0, graph.edge_perm).to(
             torch.float64 if x.dtype == torch.float64 else torch.float32).contiguous()
     impl = _backends.resolve("aggregate", backend, x.device, x.dtype)
-    scale = gcn_deg_inv_sqrt(graph, weight_csr) if reduce == "gcn" else None
+    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    scale = gcn_deg_inv_sqrt(graph, weight_csr, acc_dtype) if reduce == "gcn" else None
     return impl.aggregate(graph.rowptr, graph.col, x.contiguous(), weight_csr, reduce, scale)
 
 
