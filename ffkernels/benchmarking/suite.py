@@ -82,7 +82,7 @@ def suite_cases(quick: bool = False) -> list:
             Case("sf-gcn/syn-1e4/L2", "sf", _syn(10_000), 2, 10, group="scale", patience=NO_EARLY_STOP),
             Case("sf-gcn/syn-1e5/L2", "sf", _syn(100_000), 2, 2, group="scale", patience=NO_EARLY_STOP),
         ]
-        cases += [Case(f"sf-gcn/syn-2e4/L{d}", "sf", _syn(20_000), d, 2, group="depth", patience=NO_EARLY_STOP,
+        cases += [Case(f"depth/sf-gcn/syn-2e4/L{d}", "sf", _syn(20_000), d, 2, group="depth", patience=NO_EARLY_STOP,
                        variants=("fused", "bp")) for d in (1, 4, 16)]
         cases.append(Case("profile sf-gcn/syn-1e5/L2", "sf", _syn(100_000), 2, 4, group="profile",
                           patience=NO_EARLY_STOP, variants=("fused",)))
@@ -100,7 +100,7 @@ def suite_cases(quick: bool = False) -> list:
     for n, epochs in ((10_000, 4), (100_000, 2)):
         cases.append(Case(f"ff_la-gcn/syn-{_tag(n)}/L1", "ff_la", _syn(n), 1, epochs, group="scale",
                           patience=NO_EARLY_STOP, **la))
-    cases += [Case(f"sf-gcn/syn-1e5/L{d}", "sf", _syn(100_000), d, 2, group="depth", patience=NO_EARLY_STOP,
+    cases += [Case(f"depth/sf-gcn/syn-1e5/L{d}", "sf", _syn(100_000), d, 2, group="depth", patience=NO_EARLY_STOP,
                    variants=("fused", "bp") if d not in (1, 8) else VARIANTS) for d in (1, 2, 4, 8, 16)]
     cases.append(Case("profile sf-gcn/syn-1e6/L2", "sf", _syn(1_000_000), 2, 4, group="profile",
                       patience=NO_EARLY_STOP, variants=("fused",)))
