@@ -106,15 +106,6 @@ def test_negatives_never_carry_true_label(small):
                 assert (labels[k, query].argmax(1) != d.y[query]).all()
 
 
-@pytest.fixture
-def one_thread():
-    # The short runs are small-matrix bound; one thread is as fast and does not stall on a busy machine.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_ff_vn_unit_virtual_link_matches_dense(small):
     """vn_degree="unit": the virtual link enters like a degree-1 neighbour, coef = d_i^-1/2 / sqrt(2)."""
     d, c = small, small.num_classes

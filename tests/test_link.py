@@ -66,16 +66,6 @@ def test_edge_split_is_disjoint_and_negatives_are_non_edges():
         assert (p[0] != p[1]).all()
 
 
-@pytest.fixture
-def one_thread():
-    # Small-matrix bound and scatter-heavy (index_add_): one thread is as fast and does not stall
-    # on a busy machine (measured: index_add_ 0.2 ms at 1 thread, 176 ms at 2 under load).
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_short_fl_ce_run_beats_chance_on_cora(one_thread):
     cfg = TrainConfig(dataset="cora", model="gcn", task="link", layers=1, hidden=64, epochs=30, val_every=2,
                       patience=15, lr=0.01, progress=False)

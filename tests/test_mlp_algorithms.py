@@ -43,15 +43,9 @@ def autograd_layer_gradient(layer, prepared, loss_of_h):
     return float(loss.detach()), {"weight": gw, "bias": gb}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # These models are tiny (64x128 GEMMs): on the shared 2-core machine a second intra-op
-    # thread only adds contention (measured: the module takes ~10 s with one thread and over
-    # 2 minutes with two while other jobs run).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+@pytest.fixture(autouse=True)
+def _tiny_models_on_one_thread(one_thread):
+    """These models are tiny (64x128 GEMMs): a second intra-op thread only adds contention."""
 
 
 @pytest.fixture(scope="module")

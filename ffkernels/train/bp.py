@@ -19,7 +19,7 @@ from torch import nn
 
 from .. import ops
 from .checkpoint import load_checkpoint, optimizer_state_to, save_checkpoint
-from .common import accuracy, intra_op_threads, rng_state, seed_everything, set_rng_state
+from .common import accuracy, rng_state, seed_everything, set_rng_state
 from .early_stopping import EarlyStopping
 from .greedy import train_layer
 from .progress import Progress
@@ -149,8 +149,7 @@ def _first_input(model, graph, x):
 @register_algorithm("bp", task="node", models=BP_MODELS,
                     description="backpropagation baseline (autograd) with the same architectures, for comparison")
 def run_bp(config: TrainConfig, data, progress: Progress) -> dict:
-    with intra_op_threads(config):
-        return _run_bp(config, data, progress)
+    return _run_bp(config, data, progress)
 
 
 def _run_bp(config: TrainConfig, data, progress: Progress) -> dict:

@@ -8,11 +8,9 @@ Everything here is autograd-free and deterministic for a given seed:
 - :func:`make_optimizer_factory`: Adam with the run's learning rate and weight decay;
 - :func:`seed_everything`, :func:`rng_state`, :func:`set_rng_state`: seeding and checkpointable RNG;
 - :class:`PreparedInput`: a layer's ``prepare()`` output cached once per frozen input;
-- :func:`intra_op_threads`: the run's CPU thread count (``config.extra["threads"]``, default 1).
 """
 from __future__ import annotations
 
-import contextlib
 import random
 from dataclasses import dataclass
 
@@ -189,27 +187,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-@contextlib.contextmanager
-def intra_op_threads(config):
-    """Run with ``config.extra["threads"]`` intra-op CPU threads (default 1), then restore.
-
-    One thread is the default because the per-step work of these trainers is small (a sparse
-    GEMM of a few milliseconds) and, on a shared 2-core machine, two OpenMP threads contending
-    with other processes made the Cora-ML SF run 5.6x slower (158 s vs 28 s, same schedule).
-    ``threads=None`` keeps torch's setting. No effect for CUDA runs.
-    """
-    threads = config.extra.get("threads", 1)
-    if threads is None or torch.device(config.device).type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 class PreparedInput:
     """A layer's ``prepare(x, graph)`` output computed once and reused while the layer trains.
 
@@ -232,4 +209,4 @@ class PreparedInput:
 
 __all__ = ["VirtualGraph", "virtual_node_features", "augment_with_virtual_nodes", "accuracy",
            "make_optimizer_factory", "build_layer", "seed_everything", "rng_state", "set_rng_state",
-           "PreparedInput", "GRAPH_MODELS", "intra_op_threads"]
+           "PreparedInput", "GRAPH_MODELS"]

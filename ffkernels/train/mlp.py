@@ -68,11 +68,8 @@ Measured on digits (fixed 80/20 split; 4 layers x 128, the command line's defaul
 """
 from __future__ import annotations
 
-import contextlib
-import functools
 import time
 
-import torch
 
 from .mlp_common import validation_split
 from .mlp_ff import (INFERENCE_MODES, CollaborativeFFMLP, FFMLP, SoftmaxHead, SymBaMLP, collaborative_ff_objective,
@@ -107,21 +104,6 @@ def _pick(config: TrainConfig, name: str, mlp_default):
     return value
 
 
-@contextlib.contextmanager
-def _intra_op_threads(config: TrainConfig):
-    """Use ``extra["threads"]`` (default 1) intra-op threads on CPU for the run, then restore."""
-    threads = config.extra.get("threads", 1)
-    if threads is None or torch.device(config.device).type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _splits(config: TrainConfig, data):
     """``(fit_idx, val_idx, test_idx)``: the data's validation split, or a seeded slice of train."""
     if data.val_idx.numel() > 0:
@@ -148,15 +130,6 @@ def _fit_kwargs(config: TrainConfig, data, progress: Progress):
 def _stopped(model, fit, val) -> dict:
     """What a run interrupted by ``stop_after_epochs`` returns (accuracies are NaN)."""
     return _report(model, fit, val, {"stopped": True, "val_accuracy": float("nan"), "test_accuracy": float("nan")})
-
-
-def _threaded(runner):
-    """Wrap a runner in :func:`_intra_op_threads`."""
-    @functools.wraps(runner)
-    def wrapped(config: TrainConfig, data, progress: Progress) -> dict:
-        with _intra_op_threads(config):
-            return runner(config, data, progress)
-    return wrapped
 
 
 def _report(model, fit, val, extra: dict) -> dict:
@@ -208,35 +181,30 @@ def run_ff_family(config: TrainConfig, data, progress: Progress, cls=FFMLP, nega
 
 @register_algorithm("ff", task="mlp", models=("mlp",),
                     description="Hinton's Forward-Forward MLP (label in the input, goodness + softmax inference)")
-@_threaded
 def run_ff(config: TrainConfig, data, progress: Progress) -> dict:
     return run_ff_family(config, data, progress, FFMLP, "uniform")
 
 
 @register_algorithm("ff-hard", task="mlp", models=("mlp",),
                     description="Hinton's Forward-Forward MLP with hard negatives (wrong labels the model confuses)")
-@_threaded
 def run_ff_hard(config: TrainConfig, data, progress: Progress) -> dict:
     return run_ff_family(config, data, progress, FFMLP, "hard")
 
 
 @register_algorithm("symba", task="mlp", models=("mlp",),
                     description="SymBa: Forward-Forward with the paired symmetric loss (alpha 4)")
-@_threaded
 def run_symba(config: TrainConfig, data, progress: Progress) -> dict:
     return run_ff_family(config, data, progress, SymBaMLP, "uniform")
 
 
 @register_algorithm("cff", task="mlp", models=("mlp",),
                     description="Collaborative Forward-Forward: each layer's logit adds the other layers' goodness")
-@_threaded
 def run_cff(config: TrainConfig, data, progress: Progress) -> dict:
     return run_ff_family(config, data, progress, CollaborativeFFMLP, "uniform")
 
 
 @register_algorithm("pepita", task="mlp", models=("mlp",),
                     description="PEPITA: two forward passes, error-modulated input, no backward pass")
-@_threaded
 def run_pepita(config: TrainConfig, data, progress: Progress) -> dict:
     data = data.to(config.device)
     fit_kw, fit, val = _fit_kwargs(config, data, progress)

@@ -14,7 +14,6 @@ Three registered algorithms (task ``node``; models ``gcn``, ``sage``, ``gat``):
 """
 from __future__ import annotations
 
-import time
 import warnings
 
 import torch
@@ -24,7 +23,7 @@ from ..ops.sf import sf_loss_grad_kernel
 from ..nn.functional import normalize_rows
 from ..nn.gat import FFGATConv
 from .checkpoint import load_checkpoint, optimizer_state_to, save_checkpoint
-from .common import (accuracy, intra_op_threads, augment_with_virtual_nodes, build_layer, rng_state, seed_everything,
+from .common import (accuracy, augment_with_virtual_nodes, build_layer, rng_state, seed_everything,
                      set_rng_state)
 from .early_stopping import EarlyStopping
 from .greedy import train_layer
@@ -361,8 +360,7 @@ class GreedySF:
 @register_algorithm("sf", task="node", models=SF_MODELS,
                     description="single-forward with virtual nodes, greedy layer-wise (ForwardGNN)")
 def run_sf(config: TrainConfig, data, progress: Progress) -> dict:
-    with intra_op_threads(config):
-        return GreedySF(config, data, progress).run()
+    return GreedySF(config, data, progress).run()
 
 
 # ---------------------------------------------------------------------------- top-down SF
@@ -590,12 +588,10 @@ class TopDownSF:
 @register_algorithm("sf-top-input", task="node", models=("gcn",),
                     description="SF with top-to-input signals, simultaneous, alternating even/odd updates (ForwardGNN)")
 def run_sf_top_input(config: TrainConfig, data, progress: Progress) -> dict:
-    with intra_op_threads(config):
-        return TopDownSF(config, data, progress, "input").run()
+    return TopDownSF(config, data, progress, "input").run()
 
 
 @register_algorithm("sf-top-loss", task="node", models=("gcn", "sage"),
                     description="SF with top-to-loss signals, simultaneous, gradient-norm clip 1.0 (ForwardGNN)")
 def run_sf_top_loss(config: TrainConfig, data, progress: Progress) -> dict:
-    with intra_op_threads(config):
-        return TopDownSF(config, data, progress, "loss").run()
+    return TopDownSF(config, data, progress, "loss").run()
