@@ -49,11 +49,10 @@ def test_greedy_sf_peak_memory_flat_with_depth_while_bp_grows(cache):
     activation = 20_000 * 128 * 4  # one N x hidden float32 tensor
     mib = lambda b: f"{b / 2**20:.1f} MiB"  # noqa: E731
     seen = f"SF 1/2/16 layers: {mib(sf1)} / {mib(sf2)} / {mib(sf16)}; BP 1/8 layers: {mib(bp1)} / {mib(bp8)}"
-    # Layer 1 reads the dataset's own features (resident before training starts); every deeper
-    # layer reads the cached N x hidden output of the layer below, one more live activation.
-    # From 2 layers on nothing may accumulate: 16 layers within 1.2x of 2 layers.
+    # A deeper layer consumes the cached output of the frozen layer below while building its
+    # own input, so nothing accumulates: 16 layers within 1.2x of 1 layer (issue target).
+    assert sf16 <= 1.2 * sf1, f"greedy SF peak grew with depth ({seen})"
     assert sf16 <= 1.2 * sf2, f"greedy SF peak grew with depth ({seen})"
-    assert sf16 <= 1.5 * sf1, f"greedy SF peak grew with depth ({seen})"
     assert sf16 - sf2 < activation, f"greedy SF kept a tensor per layer ({seen})"
     # BP keeps every layer's activations for the backward pass: at least half an N x hidden
     # tensor more per added layer.

@@ -6,16 +6,20 @@ import torch
 NORMALIZATIONS = ("l2", "rms", "none")
 
 
-def normalize_rows(x: torch.Tensor, kind: str | None = "l2", eps: float = 1e-8) -> torch.Tensor:
+def normalize_rows(x: torch.Tensor, kind: str | None = "l2", eps: float = 1e-8, inplace: bool = False) -> torch.Tensor:
     """Row normalisation applied to every layer's input (ALGORITHMS.md section 0).
 
     ``l2``: ``x / (||x||_2 + eps)`` (ForwardGNN); ``rms``: ``x / (sqrt(mean(x^2)) + eps)``
-    (Hinton); ``none``/None: ``x`` unchanged.
+    (Hinton); ``none``/None: ``x`` unchanged. ``inplace=True`` overwrites ``x`` (for an input
+    that is not needed afterwards: saves one copy of it).
     """
     if kind is None or kind == "none":
         return x
     if kind == "l2":
-        return x / (x.norm(dim=1, keepdim=True) + eps)
-    if kind == "rms":
-        return x / (x.pow(2).mean(dim=1, keepdim=True).sqrt() + eps)
-    raise ValueError(f"normalize must be one of {list(NORMALIZATIONS)}, got {kind!r}")
+        norm = x.norm(dim=1, keepdim=True)
+    elif kind == "rms":
+        norm = x.pow(2).mean(dim=1, keepdim=True).sqrt_()
+    else:
+        raise ValueError(f"normalize must be one of {list(NORMALIZATIONS)}, got {kind!r}")
+    norm.add_(eps)
+    return x.div_(norm) if inplace else x / norm

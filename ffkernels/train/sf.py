@@ -108,6 +108,10 @@ class RowsOperand:
         """``grad_z^T M`` ``[Dout, Fin]``."""
         if self.dense is not None:
             return grad_z.t() @ self.dense
+        if self.sparse_t is None:  # built on first use: only the step rows need it
+            with warnings.catch_warnings():  # "sparse CSR support is in beta"
+                warnings.simplefilter("ignore", UserWarning)
+                self.sparse_t = self.sparse.t().to_sparse_csr()
         gw = (self.sparse_t @ grad_z).t().contiguous()
         f, c = self.xv.shape[1], self.xv.shape[0]
         for b in range(self.blocks):
@@ -116,6 +120,10 @@ class RowsOperand:
 
 
 SPARSE_DENSITY = 0.3  # below this fraction of non-zeros the sparse + low-rank form is used
+
+
+def _density(x: torch.Tensor) -> float:
+    return float(torch.count_nonzero(x)) / max(x.numel(), 1)
 
 
 def _prepare_unnormalized(layer, x, graph):
@@ -128,46 +136,61 @@ def _prepare_unnormalized(layer, x, graph):
 
 
 @torch.no_grad()
-def make_row_operands(layer, h_in: torch.Tensor, problem: "SFProblem", row_sets, allow_sparse: bool = True):
+def make_row_operands(layer, h_in: torch.Tensor, problem: "SFProblem", row_sets, allow_sparse: bool = True,
+                      consume_input: bool = False):
     """:class:`RowsOperand` for each index set in ``row_sets`` of ``layer.prepare(h_in)``.
 
     The sparse form is used when the layer's prepare is linear in the normalised input (GCN,
     SAGE) and the real nodes' aggregated features are sparse; else the dense gathered rows.
+    A ``None`` entry in ``row_sets`` means all rows (the dense form is then the prepared input
+    itself, not a copy). ``consume_input=True`` lets the dense form normalise ``h_in`` in
+    place: a frozen layer's cached output is needed only to build the next layer's input, so
+    greedy training holds one ``[N, D]`` activation less and its peak does not grow with depth.
     """
     graph, virtual_idx = problem.vg.graph, problem.virtual_idx
-    xn = normalize_rows(h_in, layer.normalize)
     blocks = layer.weight.shape[1] // h_in.shape[1]
-    if allow_sparse and blocks * h_in.shape[1] == layer.weight.shape[1]:
-        real = xn.clone()
+    # Aggregation only adds non-zeros, so a dense input (e.g. a post-ReLU hidden layer) is not
+    # probed: the probe holds three input-sized temporaries.
+    if (allow_sparse and blocks * h_in.shape[1] == layer.weight.shape[1]
+            and _density(h_in) < SPARSE_DENSITY):
+        row_sets_sparse = [torch.arange(h_in.shape[0], device=h_in.device) if rows is None else rows
+                           for rows in row_sets]
+        real = normalize_rows(h_in, layer.normalize)
+        if real is h_in:  # no normalisation: do not zero the caller's rows
+            real = real.clone()
+        xv = real.index_select(0, virtual_idx)
         real[virtual_idx] = 0
         s_full = _prepare_unnormalized(layer, real, graph)
-        density = float((s_full != 0).float().mean())
-        if density < SPARSE_DENSITY:
+        del real
+        if _density(s_full) < SPARSE_DENSITY:
             indicator = torch.zeros(h_in.shape[0], virtual_idx.numel(), dtype=h_in.dtype, device=h_in.device)
             indicator[virtual_idx, torch.arange(virtual_idx.numel(), device=h_in.device)] = 1.0
             coef_full = _prepare_unnormalized(layer, indicator, graph)
-            xv = xn.index_select(0, virtual_idx).contiguous()
             out = []
             with warnings.catch_warnings():  # "sparse CSR support is in beta"
                 warnings.simplefilter("ignore", UserWarning)
-                sparse_rows = [(s_full.index_select(0, rows)) for rows in row_sets]
-                sparse_rows = [(m.to_sparse_csr(), m.t().contiguous().to_sparse_csr()) for m in sparse_rows]
-            for rows, (csr, csr_t) in zip(row_sets, sparse_rows):
-                out.append(RowsOperand(sparse=csr, sparse_t=csr_t,
+                sparse_rows = [s_full.index_select(0, rows).to_sparse_csr() for rows in row_sets_sparse]
+            del s_full
+            for rows, csr in zip(row_sets_sparse, sparse_rows):
+                out.append(RowsOperand(sparse=csr,
                                        coef=coef_full.index_select(0, rows).contiguous(), xv=xv, blocks=blocks))
             return out
-    prepared = layer.prepare(h_in, graph)
-    return [RowsOperand(dense=prepared.index_select(0, rows).contiguous()) for rows in row_sets]
+        del s_full
+    if consume_input:
+        prepared = _prepare_unnormalized(layer, normalize_rows(h_in, layer.normalize, inplace=True), graph)
+    else:
+        prepared = layer.prepare(h_in, graph)
+    return [RowsOperand(dense=prepared if rows is None else prepared.index_select(0, rows).contiguous())
+            for rows in row_sets]
 
 
 class _LinearStepper:
     """SF steps for a GCN/SAGE layer on its cached prepared input (gathered rows only)."""
 
-    def __init__(self, layer, h_in: torch.Tensor, problem: "SFProblem", tau: float):
+    def __init__(self, layer, h_in: torch.Tensor, problem: "SFProblem", tau: float, consume_input: bool = False):
         self.layer, self.problem, self.tau = layer, problem, tau
-        all_rows = torch.arange(h_in.shape[0], device=h_in.device)
         self.step_input, self.val_input, self.full = make_row_operands(
-            layer, h_in, problem, (problem.step_rows, problem.val_rows, all_rows))
+            layer, h_in, problem, (problem.step_rows, problem.val_rows, None), consume_input=consume_input)
         self.nv = problem.val_idx.numel()
 
     @torch.no_grad()
@@ -219,10 +242,10 @@ class _GATStepper:
         return self.layer.transform(self.full, self.problem.vg.graph)
 
 
-def _stepper(layer, h_in, problem, tau):
+def _stepper(layer, h_in, problem, tau, consume_input=False):
     if isinstance(layer, FFGATConv):
         return _GATStepper(layer, layer.prepare(h_in, problem.vg.graph), problem, tau)
-    return _LinearStepper(layer, h_in, problem, tau)
+    return _LinearStepper(layer, h_in, problem, tau, consume_input)
 
 
 def build_sf_layers(config: TrainConfig, in_features: int) -> list:
@@ -291,7 +314,10 @@ class GreedySF:
         val_sum = torch.zeros(p.val_idx.numel(), p.num_classes, device=h.device)
         stopped = False
         for index, layer in enumerate(self.layers):
-            stepper = _stepper(layer, h, p, self.tau)
+            # Layer 1 reads the dataset's features (kept); a deeper layer's input is the frozen
+            # output below it, consumed here so that it is not held while this layer trains.
+            stepper = _stepper(layer, h, p, self.tau, consume_input=index > 0)
+            h = None
             if index < start_layer:  # frozen before the checkpoint: recompute its cached output only
                 h = stepper.output()
             else:
@@ -301,7 +327,7 @@ class GreedySF:
                     if stopper_state is not None:
                         stopper.load_state_dict(stopper_state)
                     if opt_state is not None:
-                        layer.optimizer.load_state_dict(optimizer_state_to(opt_state, h.device))
+                        layer.optimizer.load_state_dict(optimizer_state_to(opt_state, p.vg.x.device))
                     first_epoch = start_epoch
 
                 prev = val_sum if self.val_mode == "cumulative" else None
@@ -342,7 +368,7 @@ class GreedySF:
             probs_layer = p.class_probs(h, self.tau)
             probs_sum += probs_layer
             val_sum += probs_layer[p.val_idx]
-            del stepper
+            stepper = validate = None  # the closure holds the stepper (its prepared input) too
         result = {"epochs_per_layer": epochs_per_layer, "stopped": stopped,
                   "total_epochs": self.total_epochs}
         if stopped:
@@ -407,8 +433,7 @@ class TopDownSF:
             self.layers = torch.nn.ModuleList(build_sf_layers(config, f))
         # the first layer's constant bottom input, in its cheapest exact form
         shadow = build_layer(config.model, f, hid)
-        all_rows = torch.arange(p.vg.num_nodes, device=p.vg.x.device)
-        self.bottom_full, self.bottom_step = make_row_operands(shadow, p.vg.x, p, (all_rows, p.step_rows))
+        self.bottom_full, self.bottom_step = make_row_operands(shadow, p.vg.x, p, (None, p.step_rows))
         self.f = f
         n = p.vg.num_nodes
         label_state = torch.full((n, c), 1.0 / c, device=p.vg.x.device)
