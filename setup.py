@@ -43,7 +43,7 @@ def extensions():
     defines = [("FFKERNELS_VERSION", f'"{version}"'), ("FFKERNELS_TORCH_VERSION", f'"{torch.__version__}"')]
     # Portable x86-64 code (no -march=native: the wheel must run on other machines); the
     # aggregate kernels also carry an AVX2 variant chosen at run time (csrc/cpu/cpu_isa.h).
-    cxx = ["-O3", "-fopenmp", "-fno-math-errno", "-fvisibility=hidden", "-Wno-unused-parameter"]
+    cxx = ["-O3", "-g0", "-fopenmp", "-fno-math-errno", "-fvisibility=hidden", "-Wno-unused-parameter"]
     extra_link = ["-fopenmp"]
     cuda = with_cuda()
     kwargs = dict(include_dirs=[os.path.join(ROOT, "csrc")], define_macros=defines,
