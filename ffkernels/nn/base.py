@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from .. import ops
-from .._validation import check_float
-from .functional import NORMALIZATIONS, normalize_rows
+from .._validation import check_float, check_positive_int
+from .functional import check_normalize
 
 OptimizerFactory = Callable[[list], torch.optim.Optimizer]
 
@@ -87,11 +87,9 @@ class LinearLocalLayer(LocalLayer):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, normalize: str | None = "l2",
                  optimizer: OptimizerFactory | None = None, weight_in_features: int | None = None):
         super().__init__(optimizer)
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if normalize is not None and normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize must be one of {list(NORMALIZATIONS)} or None, got {normalize!r}")
+        check_positive_int(in_features, "in_features")
+        check_positive_int(out_features, "out_features")
+        check_normalize(normalize)
         self.in_features = in_features
         self.out_features = out_features
         self.normalize = normalize

@@ -6,6 +6,12 @@ import torch
 NORMALIZATIONS = ("l2", "rms", "none")
 
 
+def check_normalize(kind) -> None:
+    """Raise ``ValueError`` unless ``kind`` names a row normalisation (or is None)."""
+    if kind is not None and kind not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {list(NORMALIZATIONS)} or None, got {kind!r}")
+
+
 def normalize_rows(x: torch.Tensor, kind: str | None = "l2", eps: float = 1e-8, inplace: bool = False) -> torch.Tensor:
     """Row normalisation applied to every layer's input (ALGORITHMS.md section 0).
 

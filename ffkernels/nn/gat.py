@@ -29,10 +29,10 @@ import torch
 from torch import nn
 
 from .. import ops
-from .._validation import check_float
+from .._validation import check_float, check_positive_int
 from ..graph import Graph, as_graph
 from .base import LocalLayer, StepResult
-from .functional import NORMALIZATIONS, normalize_rows
+from .functional import check_normalize, normalize_rows
 
 
 class _AttentionEdges:
@@ -78,12 +78,10 @@ class FFGATConv(LocalLayer):
                  normalize: str | None = "l2", negative_slope: float = 0.2, optimizer=None):
         super().__init__(optimizer)
         for name, value in (("in_features", in_features), ("out_features", out_features), ("heads", heads)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_positive_int(value, name)
         if out_features % heads:
             raise ValueError(f"out_features ({out_features}) must be divisible by heads ({heads})")
-        if normalize is not None and normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize must be one of {list(NORMALIZATIONS)} or None, got {normalize!r}")
+        check_normalize(normalize)
         self.in_features = in_features
         self.out_features = out_features
         self.heads = heads
