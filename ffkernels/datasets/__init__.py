@@ -2,7 +2,9 @@
 
 - Graphs: ``cora``, ``citeseer`` (Planetoid public splits) and ``cora_ml`` (the ForwardGNN
   paper's five 64/16/20 splits, features row-normalised as the paper does).
-- MLP data: ``digits`` (scikit-learn's 8x8 digits, a fixed seeded 80/20 train/test split).
+- MLP data: ``digits`` (the 8x8 digits scikit-learn ships, from the UCI optdigits test set,
+  BSD-3 licence; stored here as uint8 with a fixed seeded 80/20 train/test split, so
+  scikit-learn is not needed).
 - :func:`synthetic`: a seeded graph with learnable labels, 10^3 to 10^7 nodes.
 """
 from __future__ import annotations
