@@ -79,3 +79,19 @@ def test_default_lr_and_theta_are_used_when_not_chosen(one_thread):
                       patience=1, progress=False, extra={"default_lr": True})
     res = train_link(cfg, load("cora"), loss="ff")
     assert res["lr"] == 5e-2 and res["theta"] == 0.5, res
+
+
+def test_short_fl_top_run_beats_chance_on_cora(one_thread):
+    """fl-top: top-to-input link prediction (simultaneous, alternating even/odd layers)."""
+    from ffkernels.train.link import train_link_top_down
+    cfg = TrainConfig(dataset="cora", model="gcn", task="link", layers=2, hidden=64, epochs=40, val_every=2,
+                      patience=20, lr=0.01, progress=False, extra={"steps": 4})
+    res = train_link_top_down(cfg, load("cora"), loss="ce")
+    assert res["test_auc"] > 0.7, res
+    assert res["epochs_per_layer"] == [res["total_epochs"]] * 2
+
+
+def test_fl_top_needs_two_layers():
+    from ffkernels.train.link import train_link_top_down
+    with pytest.raises(ValueError, match="layers"):
+        train_link_top_down(TrainConfig(dataset="cora", task="link", layers=1, progress=False), load("cora"))

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..graph import Graph
+from ..nn.functional import normalize_rows
 from .common import build_layer, seed_everything
 from .greedy import train_layer
 from .progress import Progress
@@ -226,4 +227,123 @@ def run_fl_ff(config: TrainConfig, data, progress: Progress | None = None) -> di
     return train_link(config, data, progress, loss="ff")
 
 
-__all__ = ["roc_auc", "split_edges", "sample_non_edges", "pair_logits", "pair_loss_grad", "train_link", "EdgeSplit"]
+class TopDownLink:
+    """Link prediction with top-to-input signals (``algo="fl-top"``; ALGORITHMS.md 1.7 + 1.5).
+
+    States ``s_0 = x``, ``s_1..s_L`` (hidden). Layer ``j`` reads ``[n(s_j) || n(s_{j+2})]`` (the
+    top layer has no state above it: no label state in link prediction) and writes ``s_{j+1}``;
+    its loss is FL-CE/FL-FF on ``s_{j+1}`` over the training pairs (negatives redrawn every
+    epoch). States start from one bottom-up pass with a zero top-down input. Every epoch updates
+    every layer once: even layers first from the previous states, then odd layers from the fresh
+    even outputs. Early stopping on the validation AUC of the current states (the mean over
+    layers of the pair sigmoid); inference: a fresh bottom-up pass, then ``steps`` refinement
+    passes, scores averaged over passes 2..steps-1 (as SF top-to-input).
+
+    Measured (Cora, GCN 2x128, seed 0, ``ffkernels train --dataset cora --task link --algo fl-top
+    --layers 2``): test AUC 0.816 after that inference, while the validation AUC of the
+    training-time states peaked at 0.897; the refinement passes lose AUC step by step (0.824
+    after one pass, 0.808 after ten). Open question for the next session: score the states the
+    way training does, or stop the refinement earlier (choose by validation).
+    """
+
+    def __init__(self, config: TrainConfig, data, loss: str, split: EdgeSplit, theta: float, lr: float):
+        self.config, self.loss, self.split, self.theta = config, loss, split, theta
+        self.graph = split.train_graph
+        self.x = data.x.cpu()
+        f, hid, n_layers = self.x.shape[1], config.hidden, config.layers
+        self.layers = torch.nn.ModuleList(
+            build_layer(config.model, (f if j == 0 else hid) + (hid if j + 2 <= n_layers else 0), hid, lr=lr,
+                        weight_decay=config.weight_decay, normalize=None)
+            for j in range(n_layers))
+        self.xn = normalize_rows(self.x)
+
+    def _prepared(self, j: int, states: list) -> torch.Tensor:
+        below = self.xn if j == 0 else normalize_rows(states[j])
+        if j + 2 < len(states):
+            below = torch.cat([below, normalize_rows(states[j + 2])], dim=1)
+        return self.layers[j].prepare(below, self.graph)
+
+    def bottom_up(self) -> list:
+        """States after one bottom-up pass with a zero top-down input."""
+        n_layers, hid = len(self.layers), self.config.hidden
+        states = [self.x] + [torch.zeros(self.x.shape[0], hid) for _ in range(n_layers)]
+        for j in range(n_layers):
+            states[j + 1] = self.layers[j].transform(self._prepared(j, states))
+        return states
+
+    def refresh(self, states: list, learn_objective=None) -> float:
+        """One pass over all layers (even, then odd); with ``learn_objective`` each layer first
+        takes one local step. Returns the mean training loss (0 without learning)."""
+        total = 0.0
+        for parity in (0, 1):
+            for j in range(parity, len(self.layers), 2):
+                prepared = self._prepared(j, states)
+                if learn_objective is not None:
+                    total += self.layers[j].step_prepared(prepared, learn_objective).loss
+                states[j + 1] = self.layers[j].transform(prepared)
+        return total / len(self.layers)
+
+    def pair_scores(self, states: list, pairs: torch.Tensor) -> torch.Tensor:
+        return torch.stack([torch.sigmoid(pair_logits(h, pairs, self.loss, self.theta)).to(torch.float64)
+                            for h in states[1:]]).mean(0)
+
+    def infer(self, pairs: torch.Tensor, steps: int = 10) -> torch.Tensor:
+        states = self.bottom_up()
+        acc = torch.zeros(pairs.shape[1], dtype=torch.float64)
+        for step in range(steps):
+            self.refresh(states)
+            if 2 <= step < steps - 1:
+                acc += self.pair_scores(states, pairs)
+        return acc
+
+
+@torch.no_grad()
+def train_link_top_down(config: TrainConfig, data, progress: Progress | None = None, loss: str = "ce") -> dict:
+    """Simultaneous FL-CE (or FL-FF) training with top-to-input signals; see :class:`TopDownLink`.
+
+    ``config.extra``: as :func:`train_link`, plus ``steps`` (inference passes, 10).
+    """
+    if config.model not in ("gcn", "sage"):
+        raise ValueError(f"model must be 'gcn' or 'sage' for link prediction, got {config.model!r}")
+    if config.layers < 2:
+        raise ValueError(f"fl-top needs at least 2 layers (a top-down signal), got {config.layers}")
+    progress = progress or Progress(enabled=False)
+    extra = dict(config.extra or {})
+    theta = DEFAULT_THETA[loss] if config.theta is None else float(config.theta)
+    lr = DEFAULT_LR[loss] if extra.get("default_lr") else config.lr
+    seed_everything(config.seed)
+    split = split_edges(data.edge_index, data.num_nodes, extra.get("val_fraction", 0.05),
+                        extra.get("test_fraction", 0.10), extra.get("split_seed", config.seed))
+    gen = torch.Generator().manual_seed(config.seed + 101)
+    model = TopDownLink(config, data, loss, split, theta, lr)
+    pos = split.train_edges
+    n_pos = pos.shape[1]
+    train_labels = torch.cat([torch.ones(n_pos, dtype=torch.bool), torch.zeros(n_pos, dtype=torch.bool)])
+    states = model.bottom_up()
+    t0 = time.perf_counter()
+
+    def step(epoch):
+        pairs = torch.cat([pos, sample_non_edges(n_pos, split.num_nodes, split.edge_keys, gen)], 1)
+        return model.refresh(states, lambda h: pair_loss_grad(h, pairs, train_labels, loss, theta))
+
+    def validate():
+        return roc_auc(model.pair_scores(states, split.val_pairs), split.val_labels)
+
+    rep = train_layer(step, validate, model.layers, epochs=config.epochs, val_every=config.val_every,
+                      patience=config.patience, progress=progress, label=f"fl-top ({loss})")
+    steps = int(extra.get("steps", 10))
+    val_auc = roc_auc(model.infer(split.val_pairs, steps), split.val_labels)
+    test_auc = roc_auc(model.infer(split.test_pairs, steps), split.test_labels)
+    return {"val_auc": val_auc, "test_auc": test_auc, "test_accuracy": None, "val_accuracy": None,
+            "epochs_per_layer": [rep.epochs] * config.layers, "total_epochs": rep.epochs, "loss": loss,
+            "theta": theta, "lr": lr, "fit_seconds": time.perf_counter() - t0}
+
+
+@register_algorithm("fl-top", task="link", models=("gcn", "sage"),
+                    description="link prediction with top-to-input signals (ForwardGNN top-down FL-CE), simultaneous")
+def run_fl_top(config: TrainConfig, data, progress: Progress | None = None) -> dict:
+    return train_link_top_down(config, data, progress, loss=config.extra.get("pair_loss", "ce"))
+
+
+__all__ = ["roc_auc", "split_edges", "sample_non_edges", "pair_logits", "pair_loss_grad", "train_link", "EdgeSplit", "TopDownLink",
+           "train_link_top_down"]
