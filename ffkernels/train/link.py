@@ -152,6 +152,32 @@ def pair_loss_grad(h: torch.Tensor, pairs: torch.Tensor, labels: torch.Tensor, l
     return total, grad
 
 
+class LinkRun:
+    """What both link trainers set up the same way: defaults, the seeded edge split, and the
+    training pairs' objective with negatives redrawn on every call of :meth:`objective`."""
+
+    def __init__(self, config: TrainConfig, data, loss: str):
+        if config.model not in ("gcn", "sage"):
+            raise ValueError(f"model must be 'gcn' or 'sage' for link prediction, got {config.model!r}")
+        self.loss = loss
+        self.extra = dict(config.extra or {})
+        self.theta = DEFAULT_THETA[loss] if config.theta is None else float(config.theta)
+        self.lr = DEFAULT_LR[loss] if self.extra.get("default_lr") else config.lr
+        seed_everything(config.seed)
+        self.split = split_edges(data.edge_index, data.num_nodes, self.extra.get("val_fraction", 0.05),
+                                 self.extra.get("test_fraction", 0.10), self.extra.get("split_seed", config.seed))
+        self.gen = torch.Generator().manual_seed(config.seed + 101)
+        n_pos = self.split.train_edges.shape[1]
+        self.train_labels = torch.cat([torch.ones(n_pos, dtype=torch.bool), torch.zeros(n_pos, dtype=torch.bool)])
+
+    def objective(self):
+        """``h -> (loss, grad_h)`` over the training edges and as many fresh non-edges."""
+        split = self.split
+        pos = split.train_edges
+        pairs = torch.cat([pos, sample_non_edges(pos.shape[1], split.num_nodes, split.edge_keys, self.gen)], 1)
+        return lambda h: pair_loss_grad(h, pairs, self.train_labels, self.loss, self.theta)
+
+
 @torch.no_grad()
 def train_link(config: TrainConfig, data, progress: Progress | None = None, loss: str = "ce") -> dict:
     """Greedy layer-wise FL-CE (``loss="ce"``) or FL-FF (``"ff"``) link prediction.
@@ -160,20 +186,10 @@ def train_link(config: TrainConfig, data, progress: Progress | None = None, loss
     ``default_lr`` (set by the command line when ``--lr`` is not given: use :data:`DEFAULT_LR`).
     ``config.theta`` None means :data:`DEFAULT_THETA` (FL-FF 0.5; the CE logit has no theta).
     """
-    if config.model not in ("gcn", "sage"):
-        raise ValueError(f"model must be 'gcn' or 'sage' for link prediction, got {config.model!r}")
     progress = progress or Progress(enabled=False)
-    extra = dict(config.extra or {})
-    theta = DEFAULT_THETA[loss] if config.theta is None else float(config.theta)
-    lr = DEFAULT_LR[loss] if extra.get("default_lr") else config.lr
-    seed_everything(config.seed)
-    split = split_edges(data.edge_index, data.num_nodes, extra.get("val_fraction", 0.05),
-                        extra.get("test_fraction", 0.10), extra.get("split_seed", config.seed))
-    gen = torch.Generator().manual_seed(config.seed + 101)
+    run = LinkRun(config, data, loss)
+    split, theta, lr = run.split, run.theta, run.lr
     x = data.x.cpu()
-    pos = split.train_edges
-    n_pos = pos.shape[1]
-    train_labels = torch.cat([torch.ones(n_pos, dtype=torch.bool), torch.zeros(n_pos, dtype=torch.bool)])
     sums = {"val": torch.zeros(split.val_labels.numel(), dtype=torch.float64),
             "test": torch.zeros(split.test_labels.numel(), dtype=torch.float64)}
     pairs_of = {"val": (split.val_pairs, split.val_labels), "test": (split.test_pairs, split.test_labels)}
@@ -184,12 +200,8 @@ def train_link(config: TrainConfig, data, progress: Progress | None = None, loss
         layer = build_layer(config.model, in_dim, config.hidden, lr=lr, weight_decay=config.weight_decay)
         prepared = layer.prepare(x, split.train_graph)
 
-        def objective_for(pairs):
-            return lambda h: pair_loss_grad(h, pairs, train_labels, loss, theta)
-
         def step(epoch):
-            neg = sample_non_edges(n_pos, split.num_nodes, split.edge_keys, gen)
-            return layer.step_prepared(prepared, objective_for(torch.cat([pos, neg], 1))).loss
+            return layer.step_prepared(prepared, run.objective()).loss
 
         def auc_of(key, h):
             pairs, labels = pairs_of[key]
@@ -301,28 +313,17 @@ def train_link_top_down(config: TrainConfig, data, progress: Progress | None = N
 
     ``config.extra``: as :func:`train_link`, plus ``steps`` (inference passes, 10).
     """
-    if config.model not in ("gcn", "sage"):
-        raise ValueError(f"model must be 'gcn' or 'sage' for link prediction, got {config.model!r}")
     if config.layers < 2:
         raise ValueError(f"fl-top needs at least 2 layers (a top-down signal), got {config.layers}")
     progress = progress or Progress(enabled=False)
-    extra = dict(config.extra or {})
-    theta = DEFAULT_THETA[loss] if config.theta is None else float(config.theta)
-    lr = DEFAULT_LR[loss] if extra.get("default_lr") else config.lr
-    seed_everything(config.seed)
-    split = split_edges(data.edge_index, data.num_nodes, extra.get("val_fraction", 0.05),
-                        extra.get("test_fraction", 0.10), extra.get("split_seed", config.seed))
-    gen = torch.Generator().manual_seed(config.seed + 101)
+    run = LinkRun(config, data, loss)
+    split, theta, lr, extra = run.split, run.theta, run.lr, run.extra
     model = TopDownLink(config, data, loss, split, theta, lr)
-    pos = split.train_edges
-    n_pos = pos.shape[1]
-    train_labels = torch.cat([torch.ones(n_pos, dtype=torch.bool), torch.zeros(n_pos, dtype=torch.bool)])
     states = model.bottom_up()
     t0 = time.perf_counter()
 
     def step(epoch):
-        pairs = torch.cat([pos, sample_non_edges(n_pos, split.num_nodes, split.edge_keys, gen)], 1)
-        return model.refresh(states, lambda h: pair_loss_grad(h, pairs, train_labels, loss, theta))
+        return model.refresh(states, run.objective())
 
     def validate():
         return roc_auc(model.pair_scores(states, split.val_pairs), split.val_labels)
@@ -345,5 +346,5 @@ def run_fl_top(config: TrainConfig, data, progress: Progress | None = None) -> d
     return train_link_top_down(config, data, progress, loss=config.extra.get("pair_loss", "ce"))
 
 
-__all__ = ["roc_auc", "split_edges", "sample_non_edges", "pair_logits", "pair_loss_grad", "train_link", "EdgeSplit", "TopDownLink",
+__all__ = ["roc_auc", "split_edges", "sample_non_edges", "pair_logits", "pair_loss_grad", "train_link", "EdgeSplit", "LinkRun", "TopDownLink",
            "train_link_top_down"]
