@@ -1,10 +1,7 @@
-"""Shared test setup: run the Triton backend under its interpreter when there is no GPU,
-and list the backends usable for a given op / device / dtype (so every backend that is
-usable here -- cpu, triton, cuda -- is checked against the reference by the same tests).
-"""
+"""Shared test setup: run the Triton backend under its interpreter when there is no GPU, and
+the fixtures every suite uses. Helpers live in :mod:`ffkernels.testing` (import them from there)."""
 from __future__ import annotations
 
-import importlib
 import os
 
 import torch
@@ -15,39 +12,7 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
-import ffkernels  # noqa: E402
-
-# ``ffkernels.backends`` the attribute is the function; the registry module is this one.
-_registry = importlib.import_module("ffkernels.backends")
-
-
-def backend_module(name: str):
-    """The module implementing backend ``name`` (``NAME``, ``supports``, the op functions)."""
-    return _registry._module(name)
-
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-KERNEL_BACKENDS = ("cpu", "triton", "cuda")  # everything but the reference itself
-
-
-def usable_backends(op: str, device, dtype, include_reference: bool = False) -> list[str]:
-    """Backends that are available here and support ``op`` for ``dtype`` tensors on ``device``."""
-    device = torch.device(device)
-    names = []
-    for name, info in ffkernels.backends().items():
-        if not info["available"] or (name == "reference" and not include_reference):
-            continue
-        if backend_module(name).supports(op, device, dtype):
-            names.append(name)
-    return names
-
-
-def require_backend(backend: str, op: str, device, dtype) -> None:
-    """Skip the calling test when ``backend`` cannot run ``op`` here."""
-    info = ffkernels.backends()[backend]
-    if not info["available"]:
-        pytest.skip(f"backend {backend} unavailable: {info['reason']}")
-    if not backend_module(backend).supports(op, torch.device(device), dtype):
-        pytest.skip(f"backend {backend} does not support {op} for {dtype} on {torch.device(device).type}")
+from ffkernels.testing import DEVICES, KERNEL_BACKENDS  # noqa: E402
 
 
 @pytest.fixture(params=DEVICES)

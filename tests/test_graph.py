@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ffkernels import Graph, as_graph
-from conftest import DEVICES
+from ffkernels.testing import DEVICES
 
 
 def naive_csr(edge_index, num_nodes):

@@ -55,7 +55,7 @@ def test_eager_gcn_conv_equals_fused_layer_forward():
 def test_sf_one_step_gradients_match_fused_runner():
     """One fused SF step (the registered greedy trainer, SGD lr 1 so the update is -grad) vs
     autograd of the eager baseline's SF loss on the same weights and augmented graph."""
-    sf = pytest.importorskip("ffkernels.train.sf")
+    from ffkernels.train import sf
     data = _tiny_graph_dataset()
     config = TrainConfig(layers=1, hidden=8, epochs=1, val_every=2, patience=5, seed=3, progress=False)
     trainer = sf.GreedySF(config, data)
@@ -164,7 +164,6 @@ FUSED_REQUIRED = ("speedup_vs_eager", "memory_ratio_vs_bp")
 
 
 def test_suite_records_have_required_fields(tmp_path, monkeypatch):
-    pytest.importorskip("ffkernels.train.sf")
     monkeypatch.setenv("FFKERNELS_BENCH_CACHE", str(tmp_path / "cache"))
     case = suite.Case("tiny-sf", "sf", "synthetic:300:8", 1, 2, patience=suite.NO_EARLY_STOP, hidden=16)
     results = suite.run_suite(cases=[case], timeout=120, threads=1, log=lambda msg: None)

@@ -43,7 +43,6 @@ def cache(tmp_path_factory):
 
 
 def test_greedy_sf_peak_memory_flat_with_depth_while_bp_grows(cache):
-    pytest.importorskip("ffkernels.train.sf")
     sf1, sf2, sf16 = _peak("fused", 1), _peak("fused", 2), _peak("fused", 16)
     bp1, bp8 = _peak("bp", 1), _peak("bp", 8)
     activation = 20_000 * 128 * 4  # one N x hidden float32 tensor

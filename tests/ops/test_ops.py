@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import ffkernels
 from ffkernels import Graph, ops
 from ffkernels.backends import reference
-from conftest import backend_module, require_backend
+from ffkernels.testing import backend_module, require_backend
 
 FEATURES = (1, 3, 127, 129)
 REDUCES = ("sum", "mean", "max", "gcn")
