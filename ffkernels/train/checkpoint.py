@@ -1,9 +1,15 @@
-"""Training checkpoints: one ``torch.save`` file holding everything needed to resume exactly.
+"""Training checkpoints: one ``torch.save`` file with everything needed to resume exactly.
 
-A checkpoint is a dict with ``format`` (:data:`FORMAT`), ``algo`` and algorithm-defined state
-(layer index, epoch, every layer's parameters, optimiser and early-stopping state, RNG state).
-Cached tensors (frozen layers' outputs, prepared inputs) are never stored: they are recomputed
-deterministically from the stored parameters on resume.
+A checkpoint holds the algorithm, its resolved options, the dataset's fingerprint, where the
+run stands (stage, epoch, whether that stage is finished), every parameter of the model, the
+current stage's optimiser and early-stopping state, the trainer's own state (generators,
+top-down states), the RNG state and the history so far. Cached tensors (frozen layers'
+outputs, prepared inputs) are never stored: resume recomputes them from the parameters.
+
+Only tensors, numbers, strings and containers of them are stored, and files are read with
+``torch.load(weights_only=True)``: loading a checkpoint from elsewhere cannot run code.
+Writes are atomic (temporary file + rename), so an interrupted save never leaves a truncated
+checkpoint behind.
 """
 from __future__ import annotations
 
@@ -12,58 +18,81 @@ import tempfile
 
 import torch
 
-FORMAT = "ffkernels-checkpoint-v1"
+FORMAT = "ffkernels-checkpoint-v2"
+#: Options that may differ between a checkpoint and the run resuming it (they do not change
+#: what was computed so far): a longer ``epochs`` continues a run, ``threads`` is a machine setting.
+RESUMABLE_CHANGES = ("epochs", "threads")
 
 
 class CheckpointError(ValueError):
-    """The checkpoint file is missing, unreadable or belongs to another run."""
+    """The checkpoint file is missing, unreadable, truncated or belongs to another run."""
 
 
-def save_checkpoint(path: str, state: dict) -> None:
-    """Write ``state`` atomically (temporary file + rename), so an interrupted save never
-    leaves a truncated checkpoint behind."""
-    state = dict(state)
-    state["format"] = FORMAT
+def check_writable(path: str, name: str) -> None:
+    """``ValueError`` naming ``name`` unless ``path`` can be written (checked before any work)."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ValueError(f"{name} must be a file path, got {path!r}")
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{name}: {path!r} is a directory, not a file")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ValueError(f"{name}: directory {parent!r} does not exist")
+    if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise ValueError(f"{name}: {path!r} is not writable")
+
+
+def atomic_save(obj, path: str) -> None:
+    """``torch.save(obj, path)`` through a temporary file and a rename: never a truncated file."""
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".ckpt-", dir=directory)
     os.close(fd)
     try:
         with open(tmp, "wb") as fh:
-            torch.save(state, fh)
+            torch.save(obj, fh)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
-def load_checkpoint(path: str, algo: str | None = None, expect: dict | None = None) -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint`.
+def save_checkpoint(path: str, state: dict) -> None:
+    """Write ``state`` (plus the format tag) to ``path`` atomically."""
+    atomic_save(dict(state, format=FORMAT), path)
 
-    Args:
-        path: the file.
-        algo: if given, the checkpoint must come from this algorithm.
-        expect: ``{key: value}`` that must match the stored ``run`` description (e.g. dataset,
-            model, layers, hidden, split, seed), so a run never resumes someone else's state.
+
+def read_checkpoint(path: str, what: str = "resume") -> dict:
+    """Read a file written by :func:`save_checkpoint` (``weights_only=True``).
 
     Raises:
-        CheckpointError: missing/unreadable file, wrong format or a mismatching run.
+        CheckpointError: no such file, unreadable or truncated, or not an ffkernels checkpoint.
     """
-    if not os.path.isfile(path):
-        raise CheckpointError(f"resume: no checkpoint file at {path!r}")
+    if not isinstance(path, (str, os.PathLike)) or not os.path.isfile(path):
+        raise CheckpointError(f"{what}: no checkpoint file at {path!r}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many kinds for a corrupt file
-        raise CheckpointError(f"resume: cannot read checkpoint {path!r}: {exc.__class__.__name__}") from None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a truncated or foreign file
+        reason = str(exc).splitlines()[0][:160] if str(exc) else exc.__class__.__name__
+        raise CheckpointError(f"{what}: cannot read {path!r} (truncated or not a checkpoint: {reason})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"resume: {path!r} is not an ffkernels checkpoint")
-    if algo is not None and state.get("algo") != algo:
-        raise CheckpointError(f"resume: {path!r} was written by algo {state.get('algo')!r}, not {algo!r}")
-    run = state.get("run", {})
-    for key, value in (expect or {}).items():
-        if key in run and run[key] != value:
-            raise CheckpointError(f"resume: checkpoint has {key}={run[key]!r} but this run has {key}={value!r}")
+        raise CheckpointError(f"{what}: {path!r} is not an ffkernels training checkpoint")
     return state
+
+
+def check_compatible(state: dict, path: str, algo: str, options: dict, fingerprint: str) -> None:
+    """``CheckpointError`` unless ``state`` was written by the same algorithm, options and data."""
+    if state.get("algo") != algo:
+        raise CheckpointError(f"resume: {path!r} was written by algo {state.get('algo')!r}, not {algo!r}")
+    saved = state.get("options", {})
+    for key in sorted(set(saved) | set(options)):
+        if key in RESUMABLE_CHANGES:
+            continue
+        if saved.get(key) != options.get(key):
+            raise CheckpointError(f"resume: {path!r} has {key}={saved.get(key)!r} but this run has "
+                                  f"{key}={options.get(key)!r}")
+    if state.get("data_fingerprint") != fingerprint:
+        raise CheckpointError(f"resume: {path!r} was trained on another dataset ({state.get('data_source')!r}, "
+                              f"fingerprint {state.get('data_fingerprint')}) than this run's ({fingerprint})")
 
 
 def optimizer_state_to(state: dict, device) -> dict:
@@ -75,4 +104,5 @@ def optimizer_state_to(state: dict, device) -> dict:
     return out
 
 
-__all__ = ["FORMAT", "CheckpointError", "save_checkpoint", "load_checkpoint", "optimizer_state_to"]
+__all__ = ["FORMAT", "CheckpointError", "check_writable", "atomic_save", "save_checkpoint", "read_checkpoint", "check_compatible",
+           "optimizer_state_to", "RESUMABLE_CHANGES"]

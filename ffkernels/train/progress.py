@@ -1,44 +1,51 @@
-"""A dependency-free progress bar for long training runs (stderr, one line, throttled)."""
+"""Progress of a training run on stderr: a ``tqdm`` bar per stage and a summary line per stage.
+
+Bars show only on a terminal (``tqdm(disable=None)``); stage summaries are written whenever
+progress is enabled, so a run logged to a file still says how far it got. ``enabled=False``
+(``--quiet``, ``fit(progress=False)``) prints nothing.
+"""
 from __future__ import annotations
 
 import sys
-import time
+
+from tqdm.auto import tqdm
 
 
 class Progress:
-    """``progress.update(label, step, total, **metrics)`` redraws one status line on stderr.
-
-    Disabled (no output) when ``enabled`` is False; redraws at most every ``interval`` seconds.
-    """
-
-    def __init__(self, enabled: bool = True, stream=None, interval: float = 0.1):
+    def __init__(self, enabled: bool = True, stream=None):
         self.enabled = enabled
         self.stream = stream or sys.stderr
-        self.interval = interval
-        self._last = 0.0
-        self._open = False
+        self._bar = None
 
-    def update(self, label: str, step: int, total: int, force: bool = False, **metrics) -> None:
+    def start_stage(self, label: str, total: int, initial: int = 0) -> None:
         if not self.enabled:
             return
-        now = time.perf_counter()
-        if not force and now - self._last < self.interval and step < total:
-            return
-        self._last = now
-        width = 24
-        done = int(width * min(step, total) / max(total, 1))
-        bar = "#" * done + "-" * (width - done)
-        info = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
-        self.stream.write(f"\r{label} [{bar}] {step}/{total} {info}".ljust(100)[:160])
-        self.stream.flush()
-        self._open = True
+        self.close()
+        self._bar = tqdm(total=total, initial=initial, desc=label, unit="epoch", leave=False, file=self.stream,
+                         disable=None, dynamic_ncols=True)
 
-    def close(self, message: str | None = None) -> None:
+    def update(self, loss: float, best: float | None) -> None:
+        if self._bar is None:
+            return
+        post = {"loss": f"{loss:.4f}"}
+        if best is not None:
+            post["best val"] = f"{best:.4f}"
+        self._bar.set_postfix(post, refresh=False)
+        self._bar.update(1)
+
+    def message(self, text: str) -> None:
         if not self.enabled:
             return
-        if self._open:
-            self.stream.write("\n")
-        if message:
-            self.stream.write(message + "\n")
-        self.stream.flush()
-        self._open = False
+        if self._bar is not None:
+            self._bar.write(text, file=self.stream)
+        else:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+__all__ = ["Progress"]

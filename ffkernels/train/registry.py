@@ -1,116 +1,177 @@
-"""Registry of training algorithms: what ``ffkernels train --algo NAME`` can run.
+"""The algorithm registry and the two contracts an algorithm implements to plug into the engine.
 
-Each algorithm module registers a *runner* with :func:`register_algorithm`. A runner is
-``runner(config: TrainConfig, data: Dataset, progress: Progress) -> dict`` and returns at least
-``val_accuracy`` and ``test_accuracy`` (fractions; ``val_auc``/``test_auc`` for link
-prediction) and ``epochs_per_layer`` (list of ints); it may add more fields. The command line
-adds timing, memory, device and backend fields around it.
+An algorithm family (a module of :mod:`ffkernels.algorithms`) provides
+
+- a :class:`Model`: the trained thing a user keeps (its layers and whatever inference needs),
+  built from the resolved options and the data's dimensions, with ``predict``, ``embed`` and
+  ``evaluate`` on any :class:`~ffkernels.datasets.Dataset` of the same shape;
+- a :class:`Trainer`: how the model learns on one dataset, cut into *stages* (one per layer
+  for greedy schedules, a single stage for simultaneous ones) of epochs.
+
+and registers them under one or more names with :func:`register`, declaring its task, models,
+options (:mod:`ffkernels.train.options`) and schedule. The engine (:mod:`ffkernels.train.loop`)
+owns everything around the epochs: validation cadence, early stopping and best-state restore,
+progress, metrics, checkpoints and resume, the RNG and the thread count.
 """
 from __future__ import annotations
 
-import contextlib
-import functools
 import importlib
-from dataclasses import asdict, dataclass, field
-from typing import Callable
+from dataclasses import dataclass, field
 
-import torch
+from torch import nn
 
+from .options import OptionSet
 
-@dataclass
-class TrainConfig:
-    """Everything a training run is configured by (the CLI flags map onto it 1:1)."""
-    dataset: str = "cora_ml"
-    model: str = "gcn"                # gcn | sage | gat | mlp
-    algo: str = "sf"
-    task: str = "node"                # node | link | mlp
-    layers: int = 4
-    hidden: int = 128
-    split: int = 0
-    seed: int = 0
-    device: str = "cpu"
-    epochs: int = 1000                # maximum epochs (per layer for greedy schedules)
-    val_every: int = 2                # validate every this many epochs
-    patience: int = 100               # in validations, as the ForwardGNN reference
-    lr: float = 1e-3
-    weight_decay: float = 5e-4
-    theta: float | None = None        # goodness threshold; None = the algorithm's default
-    batch_size: int | None = None     # MLP algorithms: mini-batch size (None = full batch)
-    save: str | None = None           # checkpoint path written during training
-    resume: str | None = None         # checkpoint path to resume from
-    stop_after_epochs: int | None = None  # stop (and checkpoint) after this many epochs in total: tests resume
-    progress: bool = True
-    extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+TASKS = ("node", "link", "mlp")
+SCHEDULES = ("greedy", "simultaneous")
+#: The algorithm families, imported once by :func:`load_algorithms`.
+FAMILY_MODULES = ("forwardgnn", "topdown")  # TODO(port): ff_graph, link, mlp_ff, pepita, bp
 
 
-@dataclass
+@dataclass(frozen=True)
 class AlgorithmSpec:
+    """A registered algorithm.
+
+    Attributes:
+        name: the ``--algo`` name.
+        task: ``node`` (node classification on a graph), ``link`` (link prediction) or ``mlp``
+            (classification of feature vectors; a graph, if any, is not used).
+        models: the model names it trains (``gcn``, ``sage``, ``gat``, ``mlp``); the first is
+            its default.
+        description: one line for ``--help``.
+        schedule: ``greedy`` (layer by layer) or ``simultaneous`` (every layer every epoch).
+        options: its :class:`~ffkernels.train.options.OptionSet`.
+        trainer: the :class:`Trainer` subclass; model: the :class:`Model` subclass.
+        variant: fixed settings that distinguish this name from its family's other names
+            (e.g. ``ff-hard``'s hard negatives), passed to both classes.
+    """
     name: str
     task: str
     models: tuple
-    runner: Callable
     description: str
+    schedule: str
+    options: OptionSet
+    trainer: type
+    model: type
+    variant: dict = field(default_factory=dict)
 
 
 ALGORITHMS: dict = {}
 
-# Modules that register algorithms when imported (one module per algorithm family).
-_ALGORITHM_MODULES = ("sf", "bp", "ff_graph", "link", "mlp")
-_loaded = False
 
+class Model(nn.Module):
+    """The trained model of an algorithm (what :class:`ffkernels.Trained` wraps).
 
-@contextlib.contextmanager
-def intra_op_threads(config: TrainConfig):
-    """Run with ``config.extra["threads"]`` intra-op CPU threads (default 1), then restore.
-
-    One thread is the default because the per-step work of these trainers is small (GEMMs and
-    sparse ops of a few milliseconds): on a 2-core machine where another process holds a core,
-    two OpenMP threads made the Cora-ML SF run 15x slower (146 s vs 9.8 s, same result).
-    ``threads=None`` keeps torch's setting; large graphs want ``--threads`` = the core count.
-    No effect for CUDA runs.
+    ``__init__(options, dims, variant)``: ``options`` is the run's resolved option dict (it
+    includes ``model``), ``dims`` ``{"num_features": F, "num_classes": C}``. All parameters are
+    created here (the engine seeds the RNG first), so a saved model is restored by building
+    the class again and loading its ``state_dict``; anything inference needs that training
+    decides (e.g. an inference mode chosen by validation) is a buffer.
     """
-    threads = config.extra.get("threads", 1)
-    if threads is None or torch.device(config.device).type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    #: ``accuracy`` (node / mlp tasks) or ``auc`` (link prediction).
+    metric = "accuracy"
+
+    def __init__(self, options: dict, dims: dict, variant: dict | None = None):
+        super().__init__()
+        self.options, self.dims, self.variant = dict(options), dict(dims), dict(variant or {})
+
+    def predict(self, data):  # pragma: no cover - contract
+        """Predicted class per node ``[N]`` (link models: scores of pairs)."""
+        raise NotImplementedError
+
+    def embed(self, data) -> list:  # pragma: no cover - contract
+        """Per-layer node embeddings ``[N, D_l]``."""
+        raise NotImplementedError
+
+    def evaluate(self, data) -> dict:  # pragma: no cover - contract
+        """``{"val_<metric>": ..., "test_<metric>": ...}`` (fractions) on ``data``'s split."""
+        raise NotImplementedError
 
 
-def register_algorithm(name: str, *, task: str, models, description: str):
-    """Decorator: register ``runner`` under ``name`` for ``task`` (node | link | mlp).
+class Trainer:
+    """How an algorithm trains its :class:`Model` on one dataset (driven by the engine).
 
-    The registered runner runs inside :func:`intra_op_threads`; the decorated function itself
-    is returned unchanged.
+    The engine calls, for each stage ``s`` in ``range(num_stages)``: :meth:`begin_stage`, then
+    per epoch :meth:`train_epoch` (and :meth:`validate` every ``val_every`` epochs, early
+    stopping on :meth:`stage_module`'s state), the best state is restored, then
+    :meth:`end_stage`. Everything a trainer computes from frozen stages (cached outputs,
+    prepared inputs) must be a deterministic function of the parameters, because a resumed run
+    recomputes it by calling ``begin_stage``/``end_stage`` of the finished stages again.
+    State that cannot be recomputed (generators, top-down states) goes in :meth:`state_dict`.
     """
-    def wrap(runner):
-        @functools.wraps(runner)
-        def threaded(config: TrainConfig, data, progress):
-            with intra_op_threads(config):
-                return runner(config, data, progress)
-        ALGORITHMS[name] = AlgorithmSpec(name, task, tuple(models), threaded, description)
-        return runner
+
+    def __init__(self, spec: AlgorithmSpec, options: dict, data, model: Model):
+        self.spec, self.options, self.data, self.model = spec, options, data, model
+
+    num_stages = 1
+
+    def stage_label(self, stage: int) -> str:
+        if self.num_stages == 1:
+            return self.spec.name
+        return f"layer {stage + 1}/{self.num_stages}"
+
+    def begin_stage(self, stage: int) -> None:
+        pass
+
+    def stage_module(self, stage: int) -> nn.Module:  # pragma: no cover - contract
+        """The module whose parameters this stage trains (early stopping keeps its best state)."""
+        raise NotImplementedError
+
+    def stage_optimizers(self, stage: int) -> list:
+        """The optimisers of the stage (checkpointed); default: every layer's own optimiser."""
+        from ..nn import LocalLayer
+        return [m.optimizer for m in self.stage_module(stage).modules() if isinstance(m, LocalLayer)]
+
+    def train_epoch(self, stage: int, epoch: int) -> float:  # pragma: no cover - contract
+        raise NotImplementedError
+
+    def validate(self, stage: int) -> float:  # pragma: no cover - contract
+        """The model-selection score (higher is better) of the current state."""
+        raise NotImplementedError
+
+    def end_stage(self, stage: int) -> None:
+        pass
+
+    def finish(self) -> dict:
+        """Called once after the last stage; extra fields for the run report."""
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def register(name: str, *, task: str, models, description: str, schedule: str, model: type, options=(),
+             defaults: dict | None = None, variant: dict | None = None):
+    """Class decorator on a :class:`Trainer`: register it as algorithm ``name``.
+
+    Stack it to register one family under several names (``variant`` tells them apart).
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
+
+    def wrap(trainer):
+        ALGORITHMS[name] = AlgorithmSpec(name, task, tuple(models), description, schedule,
+                                         OptionSet(name, tuple(options), dict(defaults or {}), tuple(models)), trainer, model,
+                                         dict(variant or {}))
+        return trainer
     return wrap
 
 
+_loaded = False
+
+
 def load_algorithms() -> dict:
-    """Import every algorithm module once and return the registry."""
+    """Import every algorithm family once and return the registry ``{name: AlgorithmSpec}``."""
     global _loaded
     if not _loaded:
+        for module in FAMILY_MODULES:
+            importlib.import_module(f"ffkernels.algorithms.{module}")
         _loaded = True
-        for mod in _ALGORITHM_MODULES:
-            try:
-                importlib.import_module(f"ffkernels.train.{mod}")
-            except ModuleNotFoundError as exc:  # a family not written yet
-                if exc.name != f"ffkernels.train.{mod}":
-                    raise
     return ALGORITHMS
 
 
@@ -119,3 +180,7 @@ def get_algorithm(name: str) -> AlgorithmSpec:
     if name not in algos:
         raise ValueError(f"algo must be one of {sorted(algos)}, got {name!r}")
     return algos[name]
+
+
+__all__ = ["AlgorithmSpec", "ALGORITHMS", "Model", "Trainer", "register", "load_algorithms", "get_algorithm",
+           "TASKS", "SCHEDULES"]

@@ -1,0 +1,331 @@
+"""ForwardGNN's single-forward (SF) learning with virtual nodes: ``sf`` (docs/algorithms.md#sf).
+
+Greedy layer-wise: each layer trains to its own early stop on the cached output of the frozen
+layer below. Its prepared input (normalised + aggregated) is computed once per layer, and only
+the ``n_train + C`` rows that carry the SF gradient are gathered for the step (a row-gathered
+GEMM, no sparse op per step); the first layer's sparse input stays in a sparse + low-rank form.
+Validation needs only the validation and virtual rows of the current layer's transform.
+Inference: ``argmax sum_l softmax(H_l H_{l,V}^T / tau)`` on the graph where the training nodes
+are linked to their class's virtual node.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from .. import ops
+from ..nn.functional import normalize_rows
+from ..nn.gat import FFGATConv
+from ..ops.sf import sf_loss_grad_kernel
+from ..train.metrics import accuracy
+from ..train.options import choice, positive_float
+from ..train.registry import Model, Trainer, register
+from .common import augment_with_virtual_nodes, build_layer, project_forward, virtual_node_features
+
+SF_MODELS = ("gcn", "sage", "gat")
+#: The optimiser of every SF layer (ForwardGNN's): Adam, lr 1e-3, weight decay 5e-4.
+SF_DEFAULTS = {"lr": 1e-3, "weight_decay": 5e-4}
+TAU = positive_float("tau", 1.0, "temperature of the logits against the virtual nodes")
+
+
+class SFProblem:
+    """The augmented graph and the index sets of one SF run, built once.
+
+    Attributes: ``vg`` (:class:`~ffkernels.algorithms.common.VirtualGraph`), ``train_idx``, ``y_train``,
+    ``val_idx``, ``test_idx``, ``num_classes``, ``step_rows`` = ``cat(train_idx, virtual_idx)``,
+    ``val_rows`` = ``cat(val_idx, virtual_idx)`` and the local index sets into those gathers.
+    """
+
+    def __init__(self, data, virtual_features: torch.Tensor):
+        dev = data.x.device
+        self.num_classes = data.num_classes
+        self.y = data.y
+        self.train_idx, self.val_idx, self.test_idx = data.train_idx, data.val_idx, data.test_idx
+        self.y_train = data.y[data.train_idx]
+        if self.y_train.numel() and int(self.y_train.min()) < 0:
+            raise ValueError(f"dataset {data.name!r}: every training node needs a label (SF links it to its "
+                             f"class's virtual node); found label -1 in train_idx")
+        self.vg = augment_with_virtual_nodes(data.x, data.edge_index, data.train_idx, self.y_train,
+                                             data.num_classes, virtual_features=virtual_features)
+        self.virtual_idx = self.vg.virtual_idx
+        n_train, c = self.train_idx.numel(), self.num_classes
+        self.step_rows = torch.cat([self.train_idx, self.virtual_idx])
+        self.val_rows = torch.cat([self.val_idx, self.virtual_idx])
+        self.local_train = torch.arange(n_train, device=dev)
+        self.local_virtual = torch.arange(n_train, n_train + c, device=dev)
+        self.num_real = self.vg.num_real
+        # validate the index sets once with the public op; steps then call its unchecked core
+        ops.sf_loss_grad(torch.zeros(n_train + c, 1, device=dev), self.local_train, self.y_train, self.local_virtual)
+
+    def class_probs(self, h: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+        """``softmax(H_real H_V^T / tau)`` ``[N, C]`` (SF inference for one layer)."""
+        return torch.softmax(ops.sf_logits(h, self.virtual_idx, tau, None)[: self.num_real], dim=1)
+
+
+class RowsOperand:
+    """A gathered block ``M`` ``[R, Fin]`` of a layer's prepared input, in the cheapest exact form.
+
+    ``dense``: ``M`` itself. ``sparse``: ``M = S + sum_b Cm_b XV`` (per column block ``b``) where
+    ``S`` (CSR, with its transpose) is the aggregation of the real nodes' sparse features and the
+    rank-``C`` term carries the virtual nodes' dense random features ``XV`` ``[C, F]`` through the
+    coefficients ``Cm_b`` ``[R, C]`` (the aggregation is linear in the normalised input). On
+    Cora-ML's first layer ``S`` is about 8% dense, so the step costs a third of the dense GEMMs.
+    """
+
+    def __init__(self, dense=None, sparse=None, sparse_t=None, coef=None, xv=None, blocks=1):
+        self.dense, self.sparse, self.sparse_t, self.coef, self.xv, self.blocks = dense, sparse, sparse_t, coef, xv, blocks
+
+    @property
+    def num_rows(self) -> int:
+        return self.dense.shape[0] if self.dense is not None else self.sparse.shape[0]
+
+    def matmul_wt(self, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """``M W^T + b``."""
+        if self.dense is not None:
+            return torch.addmm(bias, self.dense, weight.t()) if bias is not None else self.dense @ weight.t()
+        z = self.sparse @ weight.t().contiguous()
+        f = self.xv.shape[1]
+        for b in range(self.blocks):
+            c = self.coef[:, b * self.xv.shape[0]:(b + 1) * self.xv.shape[0]]
+            z.addmm_(c, self.xv @ weight[:, b * f:(b + 1) * f].t())
+        if bias is not None:
+            z += bias
+        return z
+
+    def grad_weight(self, grad_z: torch.Tensor) -> torch.Tensor:
+        """``grad_z^T M`` ``[Dout, Fin]``."""
+        if self.dense is not None:
+            return grad_z.t() @ self.dense
+        if self.sparse_t is None:  # built on first use: only the step rows need it
+            with warnings.catch_warnings():  # "sparse CSR support is in beta"
+                warnings.simplefilter("ignore", UserWarning)
+                self.sparse_t = self.sparse.t().to_sparse_csr()
+        gw = (self.sparse_t @ grad_z).t().contiguous()
+        f, c = self.xv.shape[1], self.xv.shape[0]
+        for b in range(self.blocks):
+            gw[:, b * f:(b + 1) * f].addmm_(grad_z.t() @ self.coef[:, b * c:(b + 1) * c], self.xv)
+        return gw
+
+
+SPARSE_DENSITY = 0.3  # below this fraction of non-zeros the sparse + low-rank form is used
+
+
+def _density(x: torch.Tensor) -> float:
+    return float(torch.count_nonzero(x)) / max(x.numel(), 1)
+
+
+def _prepare_unnormalized(layer, x, graph):
+    saved = layer.normalize
+    layer.normalize = None
+    try:
+        return layer.prepare(x, graph)
+    finally:
+        layer.normalize = saved
+
+
+@torch.no_grad()
+def make_row_operands(layer, h_in: torch.Tensor, problem: "SFProblem", row_sets, allow_sparse: bool = True,
+                      consume_input: bool = False):
+    """:class:`RowsOperand` for each index set in ``row_sets`` of ``layer.prepare(h_in)``.
+
+    The sparse form is used when the layer's prepare is linear in the normalised input (GCN,
+    SAGE) and the real nodes' aggregated features are sparse; else the dense gathered rows.
+    A ``None`` entry in ``row_sets`` means all rows (the dense form is then the prepared input
+    itself, not a copy). ``consume_input=True`` lets the dense form normalise ``h_in`` in
+    place: a frozen layer's cached output is needed only to build the next layer's input, so
+    greedy training holds one ``[N, D]`` activation less and its peak does not grow with depth.
+    """
+    graph, virtual_idx = problem.vg.graph, problem.virtual_idx
+    blocks = layer.weight.shape[1] // h_in.shape[1]
+    # Aggregation only adds non-zeros, so a dense input (e.g. a post-ReLU hidden layer) is not
+    # probed: the probe holds three input-sized temporaries.
+    if (allow_sparse and blocks * h_in.shape[1] == layer.weight.shape[1]
+            and _density(h_in) < SPARSE_DENSITY):
+        row_sets_sparse = [torch.arange(h_in.shape[0], device=h_in.device) if rows is None else rows
+                           for rows in row_sets]
+        real = normalize_rows(h_in, layer.normalize)
+        if real is h_in:  # no normalisation: do not zero the caller's rows
+            real = real.clone()
+        xv = real.index_select(0, virtual_idx)
+        real[virtual_idx] = 0
+        s_full = _prepare_unnormalized(layer, real, graph)
+        del real
+        if _density(s_full) < SPARSE_DENSITY:
+            indicator = torch.zeros(h_in.shape[0], virtual_idx.numel(), dtype=h_in.dtype, device=h_in.device)
+            indicator[virtual_idx, torch.arange(virtual_idx.numel(), device=h_in.device)] = 1.0
+            coef_full = _prepare_unnormalized(layer, indicator, graph)
+            out = []
+            with warnings.catch_warnings():  # "sparse CSR support is in beta"
+                warnings.simplefilter("ignore", UserWarning)
+                sparse_rows = [s_full.index_select(0, rows).to_sparse_csr() for rows in row_sets_sparse]
+            del s_full
+            for rows, csr in zip(row_sets_sparse, sparse_rows):
+                out.append(RowsOperand(sparse=csr,
+                                       coef=coef_full.index_select(0, rows).contiguous(), xv=xv, blocks=blocks))
+            return out
+        del s_full
+    if consume_input:
+        prepared = _prepare_unnormalized(layer, normalize_rows(h_in, layer.normalize, inplace=True), graph)
+    else:
+        prepared = layer.prepare(h_in, graph)
+    return [RowsOperand(dense=prepared if rows is None else prepared.index_select(0, rows).contiguous())
+            for rows in row_sets]
+
+
+class _LinearStepper:
+    """SF steps for a GCN/SAGE layer on its cached prepared input (gathered rows only)."""
+
+    def __init__(self, layer, h_in: torch.Tensor, problem: "SFProblem", tau: float, consume_input: bool = False):
+        self.layer, self.problem, self.tau = layer, problem, tau
+        self.step_input, self.val_input, self.full = make_row_operands(
+            layer, h_in, problem, (problem.step_rows, problem.val_rows, None), consume_input=consume_input)
+        self.nv = problem.val_idx.numel()
+
+    @torch.no_grad()
+    def step(self) -> float:
+        layer, p = self.layer, self.problem
+        h = self.step_input.matmul_wt(layer.weight, layer.bias).relu_()
+        loss, grad_rows = sf_loss_grad_kernel(h, p.local_train, p.y_train, p.local_virtual, self.tau)
+        grad_z = grad_rows.mul_(h > 0)
+        grads = {"weight": self.step_input.grad_weight(grad_z),
+                 "bias": grad_z.sum(0) if layer.bias is not None else None}
+        layer.apply_gradients(grads)
+        return float(loss)
+
+    @torch.no_grad()
+    def val_probs(self) -> torch.Tensor:
+        h = self.val_input.matmul_wt(self.layer.weight, self.layer.bias).relu_()
+        return torch.softmax(h[: self.nv] @ h[self.nv:].t() / self.tau, dim=1)
+
+    @torch.no_grad()
+    def output(self) -> torch.Tensor:
+        return self.full.matmul_wt(self.layer.weight, self.layer.bias).relu_()
+
+
+class _GATStepper:
+    """SF steps for a GAT layer: the attention couples every row, so the forward is full."""
+
+    def __init__(self, layer, prepared: torch.Tensor, problem: SFProblem, tau: float):
+        self.layer, self.problem, self.tau = layer, problem, tau
+        self.full = prepared
+
+    def _objective(self, h):
+        p = self.problem
+        return ops.sf_loss_grad(h, p.train_idx, p.y_train, p.virtual_idx, self.tau, dense=True)
+
+    @torch.no_grad()
+    def step(self) -> float:
+        loss, _, grads = self.layer.gradients(self.full, self.problem.vg.graph, self._objective)
+        self.layer.apply_gradients(grads)
+        return float(loss)
+
+    @torch.no_grad()
+    def val_probs(self) -> torch.Tensor:
+        h = self.output()
+        p = self.problem
+        return torch.softmax(ops.sf_logits(h, p.virtual_idx, self.tau, p.val_idx), dim=1)
+
+    @torch.no_grad()
+    def output(self) -> torch.Tensor:
+        return self.layer.transform(self.full, self.problem.vg.graph)
+
+
+def _stepper(layer, h_in, problem, tau, consume_input=False):
+    if isinstance(layer, FFGATConv):
+        return _GATStepper(layer, layer.prepare(h_in, problem.vg.graph), problem, tau)
+    return _LinearStepper(layer, h_in, problem, tau, consume_input)
+
+
+
+class SFModel(Model):
+    """A stack of graph layers ``in -> hidden -> ... -> hidden`` and the virtual nodes' fixed
+    random features ``[C, F]`` (a buffer). Inference: :meth:`class_probs`."""
+
+    def __init__(self, options: dict, dims: dict, variant: dict | None = None):
+        super().__init__(options, dims, variant)
+        f, c, hidden = dims["num_features"], dims["num_classes"], options["hidden"]
+        widths = [f] + [hidden] * options["layers"]
+        self.layers = torch.nn.ModuleList(
+            build_layer(options["model"], widths[i], widths[i + 1], lr=options["lr"],
+                        weight_decay=options["weight_decay"]) for i in range(options["layers"]))
+        self.register_buffer("virtual_features", virtual_node_features(c, f, options["seed"]))
+
+    def _layer_outputs(self, data):
+        """Yield ``(problem, H_l)`` layer by layer on ``data``'s virtual-node graph (one
+        ``[N + C, D]`` activation alive at a time)."""
+        problem = SFProblem(data, self.virtual_features.to(data.x.dtype))
+        h = problem.vg.x
+        for layer in self.layers:
+            h = project_forward(layer, h, problem.vg.graph)
+            yield problem, h
+
+    @torch.no_grad()
+    def class_probs(self, data) -> torch.Tensor:
+        """``sum_l softmax(H_l H_{l,V}^T / tau)`` ``[N, C]``."""
+        total = None
+        for problem, h in self._layer_outputs(data):
+            probs = problem.class_probs(h, self.options["tau"])
+            total = probs if total is None else total.add_(probs)
+        return total
+
+    @torch.no_grad()
+    def predict(self, data) -> torch.Tensor:
+        return self.class_probs(data).argmax(dim=1)
+
+    @torch.no_grad()
+    def embed(self, data) -> list:
+        return [h[: data.num_nodes].clone() for _, h in self._layer_outputs(data)]
+
+    @torch.no_grad()
+    def evaluate(self, data) -> dict:
+        probs = self.class_probs(data)
+        return {name: accuracy(probs, data.y, idx) for name, idx in
+                (("val_accuracy", data.val_idx), ("test_accuracy", data.test_idx), ("train_accuracy", data.train_idx))}
+
+
+@register("sf", task="node", models=SF_MODELS, schedule="greedy", model=SFModel, defaults=SF_DEFAULTS,
+          description="single-forward with virtual nodes, greedy layer-wise (ForwardGNN)",
+          options=(TAU, choice("val_mode", "cumulative", ("cumulative", "layer"),
+                                    "a layer's early stopping scores the summed softmax of the layers so far "
+                                    "(cumulative, as inference) or its own (layer)")))
+class GreedySFTrainer(Trainer):
+    """Greedy SF: stage ``s`` trains layer ``s`` on the frozen output of layer ``s - 1``."""
+
+    def __init__(self, spec, options, data, model):
+        super().__init__(spec, options, data, model)
+        self.problem = SFProblem(data, model.virtual_features.to(data.x.dtype))
+        self.num_stages = len(model.layers)
+        self.tau = options["tau"]
+        self.h = self.problem.vg.x           # the current stage's (frozen) input
+        self.val_sum = torch.zeros(self.problem.val_idx.numel(), data.num_classes, device=data.x.device)
+        self.stepper = None
+
+    def begin_stage(self, stage):
+        # Layer 1 reads the dataset's features (kept); a deeper layer's input is the frozen output
+        # below it, consumed here (normalised in place) so it is not held while this layer trains.
+        layer = self.model.layers[stage]
+        self.stepper = _stepper(layer, self.h, self.problem, self.tau, consume_input=stage > 0)
+        self.h = None
+
+    def stage_module(self, stage):
+        return self.model.layers[stage]
+
+    def train_epoch(self, stage, epoch):
+        return self.stepper.step()
+
+    def validate(self, stage):
+        probs = self.stepper.val_probs()
+        if self.options["val_mode"] == "cumulative":
+            probs = probs + self.val_sum
+        return accuracy(probs, self.problem.y[self.problem.val_idx])
+
+    def end_stage(self, stage):
+        h = self.stepper.output()
+        self.stepper = None  # frees the layer's prepared input
+        self.val_sum += self.problem.class_probs(h, self.tau)[self.problem.val_idx]
+        self.h = h if stage + 1 < self.num_stages else None
+
+
+__all__ = ["SFModel", "GreedySFTrainer", "SFProblem", "RowsOperand", "make_row_operands", "SF_MODELS",
+           "SF_DEFAULTS", "TAU"]
