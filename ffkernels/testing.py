@@ -49,4 +49,19 @@ def require_backend(backend: str, op: str, device, dtype) -> None:
         pytest.skip(f"backend {backend} does not support {op} for {dtype} on {torch.device(device).type}")
 
 
-__all__ = ["DEVICES", "KERNEL_BACKENDS", "backend_module", "usable_backends", "require_backend"]
+
+
+def build_trainer(algo: str, data, **options):
+    """The registered ``algo``'s :class:`~ffkernels.train.Trainer` on ``data`` with its model
+    built from ``options`` (resolved as ``ffkernels.fit`` resolves them), without training:
+    for tests that drive or inspect single steps."""
+    from .api import resolve_run_options
+    from .train.registry import get_algorithm
+    spec = get_algorithm(algo)
+    resolved = resolve_run_options(algo, options)
+    dims = {"num_features": data.num_features, "num_classes": data.num_classes}
+    model = spec.model(resolved, dims, spec.variant).to(data.x.device)
+    return spec.trainer(spec, resolved, data, model)
+
+
+__all__ = ["DEVICES", "KERNEL_BACKENDS", "backend_module", "usable_backends", "require_backend", "build_trainer"]

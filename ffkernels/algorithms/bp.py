@@ -1,13 +1,9 @@
-"""The backpropagation baseline (autograd; for comparison only), same architectures as SF.
+"""The backpropagation baseline, ``bp`` (docs/algorithms.md#bp): autograd, for comparison only.
 
-``bp``: ``config.layers`` graph convolutions (GCN, SAGE-mean or 4-head GAT) of width
-``config.hidden`` with ReLU and dropout, then a linear classifier; cross-entropy on the training
-nodes, full batch, Adam (lr 1e-2 unless ``--lr`` is given, weight decay ``config.weight_decay``),
-early stopping on validation accuracy every ``config.val_every`` epochs with ``config.patience``
-validations, best state restored. The first layer's aggregation of the fixed input features is
-computed once (``A (X W) = (A X) W``), the way a user would write a fast baseline.
-
-``config.extra``: ``dropout`` (0.5).
+``layers`` graph convolutions (GCN, SAGE-mean or 4-head GAT) of width ``hidden`` with ReLU and
+dropout, then a linear classifier; cross-entropy on the training nodes, full batch, Adam, early
+stopping on validation accuracy (the engine's). The first layer's aggregation of the fixed input
+features is computed once (``A (X W) = (A X) W``), the way a user would write a fast baseline.
 """
 from __future__ import annotations
 
@@ -18,15 +14,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
-from .checkpoint import load_checkpoint, optimizer_state_to, save_checkpoint
-from .common import accuracy, rng_state, seed_everything, set_rng_state
-from .early_stopping import EarlyStopping
-from .greedy import train_layer
-from .progress import Progress
-from .registry import TrainConfig, register_algorithm
+from ..nn.optim import optimizer_factory
+from ..train.metrics import accuracy
+from ..train.options import Option
+from ..train.registry import Model, Trainer, register
 
 BP_MODELS = ("gcn", "sage", "gat")
-DEFAULT_LR = 1e-2
 
 
 def _sparse_operator(graph, reduce: str, dtype=torch.float32) -> torch.Tensor:
@@ -99,29 +92,6 @@ class _GAT(nn.Module):
         return out.reshape(n, -1) + self.bias
 
 
-class BPModel(nn.Module):
-    """``layers`` convolutions of width ``hidden`` (ReLU, dropout) and a linear classifier."""
-
-    def __init__(self, model: str, in_features: int, hidden: int, num_classes: int, layers: int, dropout: float):
-        super().__init__()
-        cls = {"gcn": _GCN, "sage": _SAGE, "gat": _GAT}[model]
-        dims = [in_features] + [hidden] * layers
-        self.model = model
-        self.convs = nn.ModuleList(cls(dims[i], dims[i + 1]) for i in range(layers))
-        self.head = nn.Linear(hidden, num_classes)
-        self.dropout = dropout
-
-    def forward(self, x, ops_, first_input=None):
-        h = x
-        for i, conv in enumerate(self.convs):
-            if i == 0 and first_input is not None:
-                h = conv(first_input, ops_, pre_aggregated=True)
-            else:
-                h = conv(h, ops_)
-            h = F.dropout(F.relu(h), self.dropout, self.training)
-        return self.head(h)
-
-
 def _graph_operators(model, graph, device):
     out = {}
     if model == "gcn":
@@ -146,77 +116,95 @@ def _first_input(model, graph, x):
     return None
 
 
-@register_algorithm("bp", task="node", models=BP_MODELS,
-                    description="backpropagation baseline (autograd) with the same architectures, for comparison")
-def run_bp(config: TrainConfig, data, progress: Progress) -> dict:
-    return _run_bp(config, data, progress)
+class BPModel(Model):
+    """``layers`` convolutions of width ``hidden`` (ReLU, dropout) and a linear classifier."""
 
+    def __init__(self, options: dict, dims: dict, variant: dict | None = None):
+        super().__init__(options, dims, variant)
+        cls = {"gcn": _GCN, "sage": _SAGE, "gat": _GAT}[options["model"]]
+        widths = [dims["num_features"]] + [options["hidden"]] * options["layers"]
+        self.layers = nn.ModuleList(cls(widths[i], widths[i + 1]) for i in range(options["layers"]))
+        self.head = nn.Linear(options["hidden"], dims["num_classes"])
+        self.dropout = options["dropout"]
 
-def _run_bp(config: TrainConfig, data, progress: Progress) -> dict:
-    if config.model not in BP_MODELS:
-        raise ValueError(f"model must be one of {list(BP_MODELS)} for algo 'bp', got {config.model!r}")
-    if data.graph is None:
-        raise ValueError(f"dataset {data.name!r} has no graph; algo 'bp' needs a graph dataset")
-    seed_everything(config.seed)
-    lr = DEFAULT_LR if config.extra.get("default_lr") else config.lr
-    dropout = float(config.extra.get("dropout", 0.5))
-    device = data.x.device
-    model = BPModel(config.model, data.num_features, config.hidden, data.num_classes, config.layers, dropout).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=config.weight_decay)
-    ops_ = _graph_operators(config.model, data.graph, device)
-    first = _first_input(config.model, data.graph, data.x)
-    y_train = data.y[data.train_idx]
-    stopper = EarlyStopping(config.patience)
-    start_epoch, total = 1, 0
-    run = {k: getattr(config, k) for k in ("dataset", "model", "layers", "hidden", "split", "seed")}
-    if config.resume:
-        ckpt = load_checkpoint(config.resume, "bp", run)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(optimizer_state_to(ckpt["optimizer"], device))
-        stopper.load_state_dict(ckpt["stopper"])
-        start_epoch = total = ckpt["epoch"]
-        start_epoch += 1
-        set_rng_state(ckpt["rng"])
+    def forward(self, x, ops_, first_input=None, hidden: list | None = None):
+        h = x
+        for i, conv in enumerate(self.layers):
+            if i == 0 and first_input is not None:
+                h = conv(first_input, ops_, pre_aggregated=True)
+            else:
+                h = conv(h, ops_)
+            h = F.dropout(F.relu(h), self.dropout, self.training)
+            if hidden is not None:
+                hidden.append(h)
+        return self.head(h)
 
-    def step(epoch):
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        out = model(data.x, ops_, first)
-        loss = F.cross_entropy(out[data.train_idx], y_train)
-        loss.backward()
-        optimizer.step()
-        return float(loss.detach())
+    def graph_inputs(self, data):
+        """The sparse operators and the pre-aggregated first input of ``data`` (constants)."""
+        return _graph_operators(self.options["model"], data.graph, data.x.device), \
+            _first_input(self.options["model"], data.graph, data.x)
 
     @torch.no_grad()
-    def evaluate():
-        model.eval()
-        return model(data.x, ops_, first)
+    def logits(self, data, hidden: list | None = None) -> torch.Tensor:
+        was = self.training
+        self.eval()
+        try:
+            ops_, first = self.graph_inputs(data)
+            return self(data.x, ops_, first, hidden)
+        finally:
+            self.train(was)
 
-    def validate():
-        return accuracy(evaluate(), data.y, data.val_idx)
+    @torch.no_grad()
+    def predict(self, data) -> torch.Tensor:
+        return self.logits(data).argmax(dim=1)
 
-    interrupted = []
+    @torch.no_grad()
+    def embed(self, data) -> list:
+        hidden = []
+        self.logits(data, hidden)
+        return hidden
 
-    def on_epoch_end(epoch, stopper):
-        nonlocal total
-        total += 1
-        if config.stop_after_epochs is not None and total >= config.stop_after_epochs:
-            if config.save:
-                save_checkpoint(config.save, {"algo": "bp", "run": run, "epoch": epoch, "model": model.state_dict(),
-                                              "optimizer": optimizer.state_dict(), "stopper": stopper.state_dict(),
-                                              "rng": rng_state()})
-            interrupted.append(epoch)
-            return True
-        return False
+    @torch.no_grad()
+    def evaluate(self, data) -> dict:
+        out = self.logits(data)
+        return {name: accuracy(out, data.y, idx) for name, idx in
+                (("val_accuracy", data.val_idx), ("test_accuracy", data.test_idx), ("train_accuracy", data.train_idx))}
 
-    report = train_layer(step, validate, model, epochs=config.epochs, val_every=config.val_every,
-                         patience=config.patience, progress=progress, label="bp", start_epoch=start_epoch,
-                         stopper=stopper, on_epoch_end=on_epoch_end)
-    if interrupted:
-        progress.close()
-        return {"epochs_per_layer": [report.epochs], "total_epochs": total, "stopped": True,
-                "val_accuracy": float("nan"), "test_accuracy": float("nan")}
-    out = evaluate()
-    return {"epochs_per_layer": [report.epochs], "total_epochs": report.epochs, "stopped": False,
-            "val_accuracy": accuracy(out, data.y, data.val_idx), "test_accuracy": accuracy(out, data.y, data.test_idx),
-            "train_accuracy": accuracy(out, data.y, data.train_idx), "lr": lr, "dropout": dropout}
+
+
+
+@register("bp", task="node", models=BP_MODELS, schedule="simultaneous", model=BPModel,
+          defaults={"lr": 1e-2, "weight_decay": 5e-4},
+          options=(Option("dropout", float, 0.5, "dropout after every convolution", minimum=0.0, maximum=0.99),),
+          description="backpropagation baseline (autograd) with the same architectures, for comparison")
+class BPTrainer(Trainer):
+    """One stage: every epoch is one full-batch Adam step through autograd."""
+
+    def __init__(self, spec, options, data, model):
+        super().__init__(spec, options, data, model)
+        self.optimizer = optimizer_factory("adam", options["lr"], options["weight_decay"], fused=False)(
+            model.parameters())
+        self.ops, self.first = model.graph_inputs(data)
+        self.y_train = data.y[data.train_idx]
+
+    def stage_module(self, stage):
+        return self.model
+
+    def stage_optimizers(self, stage):
+        return [self.optimizer]
+
+    def train_epoch(self, stage, epoch):
+        model, data = self.model, self.data
+        model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        out = model(data.x, self.ops, self.first)
+        loss = F.cross_entropy(out[data.train_idx], self.y_train)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def validate(self, stage):
+        return self.model.evaluate(self.data)["val_accuracy"]
+
+
+__all__ = ["BPModel", "BPTrainer", "BP_MODELS"]

@@ -25,7 +25,7 @@ from .options import OptionSet
 TASKS = ("node", "link", "mlp")
 SCHEDULES = ("greedy", "simultaneous")
 #: The algorithm families, imported once by :func:`load_algorithms`.
-FAMILY_MODULES = ("forwardgnn", "topdown")  # TODO(port): ff_graph, link, mlp_ff, pepita, bp
+FAMILY_MODULES = ("forwardgnn", "topdown", "bp")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The SF loss op (ALGORITHMS.md 1.4), the virtual-node graph and the trainer's row-gathered steps."""
+"""The SF loss op (docs/algorithms.md#sf), the virtual-node graph and the trainer's row-gathered steps."""
 from __future__ import annotations
 
 import pytest
@@ -7,9 +7,10 @@ import torch.nn.functional as F
 
 from ffkernels import ops
 from ffkernels.datasets import synthetic
-from ffkernels.train.common import accuracy, augment_with_virtual_nodes
-from ffkernels.train.registry import TrainConfig
-from ffkernels.train.sf import GreedySF, RowsOperand, TopDownSF, _LinearStepper, make_row_operands
+from ffkernels.algorithms.common import augment_with_virtual_nodes
+from ffkernels.algorithms.forwardgnn import RowsOperand, _LinearStepper, make_row_operands
+from ffkernels.testing import build_trainer
+from ffkernels.train.metrics import accuracy
 
 
 def _case(seed=0, n=30, d=6, c=4, n_train=12, dtype=torch.float64):
@@ -109,8 +110,8 @@ def test_trainer_row_gathered_step_matches_autograd(model):
     data = _small_data()
     x = data.x.clamp_min(0.6) - 0.6  # sparse, non-negative features: exercises the sparse form
     data.x = x
-    trainer = GreedySF(TrainConfig(model=model, layers=1, hidden=16), data)
-    p, layer = trainer.problem, trainer.layers[0]
+    trainer = build_trainer("sf", data, model=model, layers=1, hidden=16)
+    p, layer = trainer.problem, trainer.model.layers[0]
     stepper = _LinearStepper(layer, p.vg.x, p, 1.0)
     assert stepper.step_input.sparse is not None
     captured = {}
@@ -128,8 +129,8 @@ def test_trainer_row_gathered_step_matches_autograd(model):
 def test_rows_operand_dense_and_sparse_agree():
     data = _small_data()
     data.x = data.x.clamp_min(0.6) - 0.6
-    trainer = GreedySF(TrainConfig(model="gcn", layers=1, hidden=16), data)
-    p, layer = trainer.problem, trainer.layers[0]
+    trainer = build_trainer("sf", data, model="gcn", layers=1, hidden=16)
+    p, layer = trainer.problem, trainer.model.layers[0]
     (sparse,) = make_row_operands(layer, p.vg.x, p, (p.step_rows,))
     (dense,) = make_row_operands(layer, p.vg.x, p, (p.step_rows,), allow_sparse=False)
     assert isinstance(sparse, RowsOperand) and sparse.sparse is not None and dense.dense is not None
@@ -142,14 +143,14 @@ def test_rows_operand_dense_and_sparse_agree():
 def test_top_to_loss_gradient_matches_autograd():
     """Top-to-loss: layer j's gradient is the SF gradient of mean(h_j, n(h_{j+1}), ...) through h_j only."""
     data = _small_data()
-    cfg = TrainConfig(model="gcn", algo="sf-top-loss", layers=2, hidden=16, extra={"clip": 1e9})
-    trainer = TopDownSF(cfg, data, None, "loss")
-    p = trainer.problem
+    trainer = build_trainer("sf-top-loss", data, model="gcn", layers=2, hidden=16, clip=1e9)
+    net = trainer.net
+    p = net.problem
     captured = []
-    for layer in trainer.layers:
+    for layer in net.layers:
         layer.apply_gradients = lambda grads, store=captured: store.append(grads)
-    trainer.epoch([None] * 3)
-    l0, l1 = trainer.layers
+    net.epoch([None] * 3)
+    l0, l1 = net.layers
     w0 = l0.weight.detach().clone().requires_grad_(True)
     b0 = l0.bias.detach().clone().requires_grad_(True)
     h0 = torch.relu(l0.prepare(p.vg.x, p.vg.graph) @ w0.t() + b0)
