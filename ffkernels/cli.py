@@ -1,25 +1,28 @@
-"""The ``ffkernels`` command line: ``ffkernels train ...`` and ``ffkernels bench ...``.
+"""The ``ffkernels`` command line: ``train``, ``predict`` and ``bench``.
 
-``ffkernels train --dataset cora_ml --model gcn --algo sf --layers 4 --hidden 128 --split 0``
-trains one algorithm of the registry (:mod:`ffkernels.train.registry`) on a bundled dataset,
-shows a progress bar, prints a summary table and optionally writes a JSON report. Bad
-arguments or files produce a one-line error on stderr and exit status 2 (never a traceback).
+``ffkernels train --dataset cora_ml --algo sf --layers 4`` trains one algorithm of the
+registry on a bundled dataset or a user's file (an ``.npz`` or an OGB directory), shows
+progress, prints a summary table and optionally writes a JSON report, a checkpoint and the
+trained model. The flags of an algorithm's options are generated from their declarations:
+``ffkernels train --algo ff-vn --help`` lists ff-vn's own. ``ffkernels predict model.pt
+--dataset ... --out predictions.csv`` applies a saved model. Bad arguments or files give a
+one-line error on stderr and exit status 2 (never a traceback); a run that diverges or runs
+out of memory exits with status 1; Ctrl-C saves the checkpoint (with ``--save``) and exits 130.
+``FFKERNELS_DEBUG=1`` shows the traceback of an error instead of its one line.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import os
 import re
 import statistics
 import sys
-import threading
-import time
 
-MODELS = ("gcn", "sage", "gat", "mlp")
-TASKS = ("node", "link", "mlp")
 BACKENDS = ("reference", "cpu", "triton", "cuda")
+DEFAULT_ALGO = "sf"
 
 
 class UsageError(Exception):
@@ -31,72 +34,12 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-# ---------------------------------------------------------------------------- memory
-class PeakMemory:
-    """Peak memory growth of a block of code.
-
-    CUDA: ``torch.cuda.max_memory_allocated`` (reset at start). CPU: the process's peak resident
-    set size (``VmHWM``) reset at start through ``/proc/self/clear_refs`` minus the resident size
-    at start; where the reset is not permitted, a background thread samples ``VmRSS`` every 5 ms.
-    """
-
-    def __init__(self, device: str):
-        self.device = device
-        self.peak_bytes = 0
-        self._thread = None
-        self._stop = threading.Event()
-
-    @staticmethod
-    def _status_kb(field: str) -> int | None:
-        try:
-            with open("/proc/self/status") as fh:
-                m = re.search(rf"^{field}:\s+(\d+)\s+kB", fh.read(), re.M)
-            return int(m.group(1)) if m else None
-        except OSError:
-            return None
-
-    def __enter__(self):
-        import torch
-        if self.device.startswith("cuda"):
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self._base = torch.cuda.memory_allocated()
-            return self
-        self._base = self._status_kb("VmRSS") or 0
-        self._hwm_reset = False
-        try:
-            with open("/proc/self/clear_refs", "w") as fh:
-                fh.write("5")
-            self._hwm_reset = True
-        except OSError:
-            self._max_kb = self._base
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.wait(0.005):
-            rss = self._status_kb("VmRSS")
-            if rss is not None:
-                self._max_kb = max(self._max_kb, rss)
-
-    def __exit__(self, *exc):
-        import torch
-        if self.device.startswith("cuda"):
-            torch.cuda.synchronize()
-            self.peak_bytes = max(torch.cuda.max_memory_allocated() - self._base, 0)
-            return False
-        if self._hwm_reset:
-            peak = self._status_kb("VmHWM") or self._base
-        else:
-            self._stop.set()
-            self._thread.join()
-            peak = self._max_kb
-        self.peak_bytes = max(peak - self._base, 0) * 1024
-        return False
+def _version() -> str:
+    from . import __version__
+    return __version__
 
 
-# ---------------------------------------------------------------------------- parsing
+# ---------------------------------------------------------------------------- parsing helpers
 def parse_splits(text: str) -> list:
     """``"0-4"`` -> [0, 1, 2, 3, 4]; ``"0,2,3"`` -> [0, 2, 3]; ``"1"`` -> [1]."""
     out = []
@@ -120,79 +63,85 @@ def _algorithms():
     return load_algorithms()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .datasets import DATASETS
+def _pre_parse_algo(argv) -> str:
+    pre = _Parser(add_help=False)
+    pre.add_argument("--algo", default=DEFAULT_ALGO)
+    known, _ = pre.parse_known_args(argv)
     algos = _algorithms()
-    algo_lines = "\n".join(f"  {name:<16} [{spec.task}; models: {', '.join(spec.models)}] {spec.description}"
-                           for name, spec in sorted(algos.items()))
-    parser = _Parser(prog="ffkernels", description="Fused kernels and trainers for forward (backprop-free) learning.")
-    sub = parser.add_subparsers(dest="command", metavar="{train,bench}", parser_class=_Parser)
-    train = sub.add_parser(
-        "train", help="train a model with a forward-learning algorithm (or the BP baseline)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train on a bundled dataset and report accuracy, time and memory.",
-        epilog=f"algorithms:\n{algo_lines}\n\nmodels: {', '.join(MODELS)} (the MLP dataset 'digits' uses model 'mlp')\n"
-               f"datasets: {', '.join(DATASETS)}")
-    train.add_argument("--dataset", default="cora_ml", choices=DATASETS)
-    train.add_argument("--model", default="gcn", choices=MODELS)
-    train.add_argument("--algo", default="sf", choices=sorted(algos) or None,
-                       help="training algorithm (listed below)")
-    train.add_argument("--task", choices=TASKS, default=None, help="node | link | mlp (default: the algorithm's task)")
-    train.add_argument("--layers", type=int, default=4)
-    train.add_argument("--hidden", type=int, default=128)
-    train.add_argument("--split", type=int, default=0)
-    train.add_argument("--splits", default=None, help="several splits, e.g. 0-4 (reports mean and std)")
-    train.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    train.add_argument("--backend", choices=BACKENDS, default=None, help="force the ops backend (FFKERNELS_BACKEND)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--threads", type=int, default=None,
-                       help="intra-op CPU threads while training (default: the algorithm's, usually 1)")
-    train.add_argument("--epochs", type=int, default=1000, help="maximum epochs (per layer for greedy schedules)")
-    train.add_argument("--patience", type=int, default=100, help="early-stopping patience, in validations")
-    train.add_argument("--val-every", type=int, default=2)
-    train.add_argument("--lr", type=float, default=None, help="learning rate (default: the algorithm's)")
-    train.add_argument("--weight-decay", type=float, default=None)
-    train.add_argument("--theta", type=float, default=None)
-    train.add_argument("--batch-size", type=int, default=None)
-    train.add_argument("--save", default=None, help="checkpoint file written during training")
-    train.add_argument("--resume", default=None, help="checkpoint file to resume from")
-    train.add_argument("--stop-after-epochs", type=int, default=None, help=argparse.SUPPRESS)
-    train.add_argument("--json", default=None, help="write the report as JSON to this file")
-    train.add_argument("--quiet", action="store_true", help="no progress bar or table")
-    bench = sub.add_parser("bench", help="benchmark suites (e.g. --suite e2e)", add_help=False)
-    bench.add_argument("rest", nargs=argparse.REMAINDER)
-    return parser
+    if known.algo not in algos:
+        raise UsageError(f"--algo must be one of {', '.join(sorted(algos))}, got {known.algo!r}")
+    return known.algo
+
+
+def _add_run_flags(p, for_train: bool = True) -> None:
+    run = p.add_argument_group("data and device")
+    run.add_argument("--dataset", default="cora_ml" if for_train else None, required=not for_train,
+                     help="a bundled name (cora, citeseer, cora_ml, digits) or a path: an .npz file in the "
+                          "bundled key format or an OGB node-property directory (docs/data.md)")
+    run.add_argument("--split", type=int, default=0, help="split of a multi-split dataset (default 0)")
+    run.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    run.add_argument("--backend", choices=BACKENDS, default=None, help="force the ops backend (FFKERNELS_BACKEND)")
+    out = p.add_argument_group("output")
+    out.add_argument("--json", default=None, metavar="PATH", help="write the report as JSON to PATH ('-': stdout)")
+    out.add_argument("--quiet", action="store_true", help="no progress, no table")
+
+
+def build_train_parser(algo: str) -> argparse.ArgumentParser:
+    from .train.options import add_to_parser
+    algos = _algorithms()
+    spec = algos[algo]
+    lines = "\n".join(f"  {name:<14} [{s.task}; {s.schedule}; models: {', '.join(s.models)}] {s.description}"
+                      for name, s in sorted(algos.items()))
+    p = _Parser(prog="ffkernels train", formatter_class=argparse.RawDescriptionHelpFormatter,
+                description=f"Train a model with a forward-learning algorithm (or the BP baseline) and report "
+                            f"accuracy, time and memory. Options below are --algo {algo}'s; "
+                            f"'ffkernels train --algo NAME --help' lists another algorithm's.",
+                epilog=f"algorithms:\n{lines}\n\ndocs/algorithms.md describes each algorithm, docs/api.md the options.")
+    p.add_argument("--algo", default=DEFAULT_ALGO, choices=sorted(algos), metavar="ALGO",
+                   help=f"training algorithm (listed below; default {DEFAULT_ALGO})")
+    p.add_argument("--task", default=None, choices=("node", "link", "mlp"),
+                   help=f"must match the algorithm's task ({spec.task} for {algo}); optional")
+    _add_run_flags(p)
+    p.add_argument("--splits", default=None, help="several splits, e.g. 0-4: mean and std in the table")
+    ck = p.add_argument_group("checkpoints and the trained model")
+    ck.add_argument("--save", default=None, metavar="PATH",
+                    help="checkpoint file, written at every improvement (or --save-every), after every "
+                         "layer and at the end; Ctrl-C saves it too")
+    ck.add_argument("--save-every", type=int, default=None, metavar="N", help="checkpoint every N validations")
+    ck.add_argument("--resume", default=None, metavar="PATH", help="continue a run from its checkpoint")
+    ck.add_argument("--stop-after-epochs", type=int, default=None, metavar="N",
+                    help="stop (and checkpoint with --save) after N epochs in total")
+    ck.add_argument("--save-model", default=None, metavar="PATH", help="write the trained model (ffkernels predict)")
+    lg = p.add_argument_group("logging")
+    lg.add_argument("--log", default=None, metavar="PATH", help="append one JSON line per epoch")
+    lg.add_argument("--tensorboard", default=None, metavar="DIR", help="TensorBoard scalars (needs tensorboard)")
+    add_to_parser(p, spec.options)
+    return p
+
+
+def _unknown_flag_error(extra, algo) -> UsageError:
+    algos = _algorithms()
+    flag = next((e for e in extra if e.startswith("--")), extra[0])
+    name = flag.split("=")[0][2:].replace("-", "_")
+    owners = sorted(a for a, s in algos.items() if name in s.options.names())
+    if owners:
+        return UsageError(f"{flag.split('=')[0]} is not an option of --algo {algo}; algorithms that have it: "
+                          f"{', '.join(owners)} (see ffkernels train --algo NAME --help)")
+    return UsageError(f"unrecognized arguments: {' '.join(extra)}")
 
 
 # ---------------------------------------------------------------------------- train
-def _validate(args, algos):
-    from .datasets import NUM_SPLITS, MLP_DATASETS
-    spec = algos[args.algo]
-    if args.model not in spec.models:
-        raise UsageError(f"--model {args.model} is not supported by --algo {args.algo} (models: {', '.join(spec.models)})")
-    task = args.task or spec.task
-    if task != spec.task:
-        raise UsageError(f"--algo {args.algo} is a {spec.task} algorithm, not --task {task}")
-    if (args.dataset in MLP_DATASETS) != (task == "mlp"):
-        raise UsageError(f"--dataset {args.dataset} does not fit --task {task}"
-                         + (" (use an MLP algorithm with --model mlp)" if args.dataset in MLP_DATASETS else ""))
-    splits = parse_splits(args.splits) if args.splits is not None else [args.split]
-    for s in splits:
-        if not 0 <= s < NUM_SPLITS[args.dataset]:
-            raise UsageError(f"split {s} out of range for {args.dataset} (0..{NUM_SPLITS[args.dataset] - 1})")
-    for name in ("layers", "hidden", "epochs", "patience", "val_every"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"--threads must be >= 1, got {args.threads}")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.resume is not None and not os.path.isfile(args.resume):
-        raise UsageError(f"--resume: no such file: {args.resume}")
-    if args.json is not None:
-        parent = os.path.dirname(os.path.abspath(args.json))
-        if not os.path.isdir(parent):
-            raise UsageError(f"--json: directory does not exist: {parent}")
+def _check_output_path(path, flag):
+    if path is None or path == "-":
+        return
+    from .train.checkpoint import check_writable
+    try:
+        check_writable(path, flag)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _check_device(args):
     import torch
     if args.device != "cpu":
         if not re.fullmatch(r"cuda(:\d+)?", args.device):
@@ -200,12 +149,20 @@ def _validate(args, algos):
         if not torch.cuda.is_available():
             raise UsageError(f"--device {args.device}: CUDA is not available here")
     if args.backend is not None:
-        from .backends import backends
+        from . import backends
         info = backends()[args.backend]
         if not info["available"]:
             raise UsageError(f"--backend {args.backend} is not usable here: {info['reason']}")
         os.environ["FFKERNELS_BACKEND"] = args.backend
-    return task, splits
+
+
+def _num_splits(source) -> int:
+    from . import datasets
+    if hasattr(datasets, "num_splits"):
+        return datasets.num_splits(source)
+    if source not in datasets.NUM_SPLITS:
+        raise ValueError(f"must be a bundled name ({', '.join(datasets.DATASETS)}) or a path, got {source!r}")
+    return datasets.NUM_SPLITS[source]
 
 
 def _split_path(path, split, many):
@@ -215,57 +172,33 @@ def _split_path(path, split, many):
     return f"{root}.split{split}{ext}"
 
 
-def _resolved_backend(device: str) -> str:
-    import torch
-    from .backends import resolve
-    return resolve("aggregate", None, torch.device(device), torch.float32).NAME
+def _option_values(args, spec) -> dict:
+    return {name: getattr(args, name) for name in spec.options.names() if getattr(args, name, None) is not None}
 
 
-def run_one(args, task, split, many, progress):
-    """Train one split; returns the report dict of that run."""
-    import torch
-    from .datasets import load
-    from .train.registry import TrainConfig
-    algos = _algorithms()
-    spec = algos[args.algo]
-    config = TrainConfig(dataset=args.dataset, model=args.model, algo=args.algo, task=task, layers=args.layers,
-                         hidden=args.hidden, split=split, seed=args.seed, device=args.device, epochs=args.epochs,
-                         val_every=args.val_every, patience=args.patience, theta=args.theta,
-                         batch_size=args.batch_size, save=_split_path(args.save, split, many),
-                         resume=_split_path(args.resume, split, many), stop_after_epochs=args.stop_after_epochs,
-                         progress=not args.quiet)
-    if args.threads is not None:
-        config.extra["threads"] = args.threads
-    if args.lr is not None:
-        config.lr = args.lr
-    else:
-        config.extra["default_lr"] = True
-    if args.weight_decay is not None:
-        config.weight_decay = args.weight_decay
-    else:
-        config.extra["default_weight_decay"] = True
-    setup_start = time.perf_counter()
-    data = load(args.dataset, split=split, device=args.device)
-    try:  # torch.optim's first optimiser imports torch._dynamo (seconds): a process start-up cost, not training
+def run_one(args, spec, options, split, many, quiet) -> dict:
+    """Train one split; the report dict of that run (with peak memory)."""
+    from .api import _resolve_data, fit
+    from .train.metrics import PeakMemory
+    import time
+    start = time.perf_counter()
+    data = _resolve_data(args.dataset, split, args.device)
+    try:  # torch.optim's first optimiser imports torch._dynamo (seconds): a start-up cost, not training
         import torch._dynamo  # noqa: F401
     except Exception:
         pass
-    setup_seconds = time.perf_counter() - setup_start
+    load_seconds = time.perf_counter() - start
     with PeakMemory(args.device) as mem:
-        start = time.perf_counter()
-        result = spec.runner(config, data, progress)
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-    epochs = result.get("epochs_per_layer") or []
-    total_epochs = result.get("total_epochs") or sum(epochs) or 0
-    report = {"dataset": args.dataset, "model": args.model, "algo": args.algo, "task": task, "layers": args.layers,
-              "hidden": args.hidden, "split": split, "seed": args.seed, "device": args.device,
-              "backend": _resolved_backend(args.device)}
-    report.update(result)
-    report.update({"setup_seconds": setup_seconds, "train_seconds": seconds, "seconds_per_epoch": seconds / total_epochs if total_epochs else None,
-                   "peak_memory_bytes": int(mem.peak_bytes),
-                   "threads": config.extra.get("threads", 1) if args.device == "cpu" else None})
+        trained = fit(data, spec.name, split=split, device=args.device, save=_split_path(args.save, split, many),
+                      save_every=args.save_every, resume=_split_path(args.resume, split, many),
+                      stop_after_epochs=args.stop_after_epochs, progress=not quiet, log=args.log,
+                      tensorboard=args.tensorboard, **options)
+    report = dict(trained.report)
+    report.update(load_seconds=load_seconds, peak_memory_bytes=int(mem.peak_bytes), memory_method=mem.method,
+                  threads=trained.options.get("threads"))
+    if args.save_model and not trained.report["stopped"]:
+        trained.save(_split_path(args.save_model, split, many))
+        report["model_path"] = _split_path(args.save_model, split, many)
     return report
 
 
@@ -295,35 +228,71 @@ def print_table(reports, summary, task, stream=None):
         rows.append(["std", _fmt(summary.get(val_key + "_std")), _fmt(summary.get(test_key + "_std")), "", "", "", ""])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     first = reports[0]
-    stream.write(f"{first['algo']} | {first['dataset']} | {first['model']} x{first['layers']} (hidden {first['hidden']}) "
-                 f"| device {first['device']} | backend {first['backend']}\n")
+    opts = first["options"]
+    stream.write(f"{first['algo']} | {first['data_source']} | {opts['model']} x{opts['layers']} (hidden "
+                 f"{opts['hidden']}) | device {first['device']} | backend {first['backend']} | threads "
+                 f"{first.get('threads')}\n")
     stream.write("  ".join(h.rjust(w) for h, w in zip(header, widths)) + "\n")
     for r in rows:
         stream.write("  ".join(c.rjust(w) for c, w in zip(r, widths)) + "\n")
+    if first.get("stopped"):
+        stream.write(f"stopped after {first['total_epochs']} epochs (--stop-after-epochs); continue with --resume\n")
     stream.flush()
 
 
-def cmd_train(args) -> int:
-    from .train.progress import Progress
-    algos = _algorithms()
-    task, splits = _validate(args, algos)
+def _write_json(payload, path):
+    text = json.dumps(payload, indent=2, default=float)
+    if path == "-":
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+        return
+    try:
+        with open(path, "w") as fh:
+            fh.write(text + "\n")
+    except OSError as exc:
+        raise UsageError(f"--json: cannot write {path}: {exc.strerror}") from None
+
+
+def cmd_train(argv) -> int:
+    algo = _pre_parse_algo(argv)
+    parser = build_train_parser(algo)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        raise _unknown_flag_error(extra, algo)
+    spec = _algorithms()[algo]
+    if args.task is not None and args.task != spec.task:
+        raise UsageError(f"--algo {algo} is a {spec.task} algorithm, not --task {args.task}")
+    _check_device(args)
+    splits = parse_splits(args.splits) if args.splits is not None else [args.split]
+    try:
+        available = _num_splits(args.dataset)
+    except ValueError as exc:
+        raise UsageError(f"--dataset: {exc}") from None
+    for s in splits:
+        if not 0 <= s < available:
+            raise UsageError(f"split {s} out of range for {args.dataset} (0..{available - 1})")
+    for path, flag in ((args.json, "--json"), (args.save_model, "--save-model")):
+        _check_output_path(path, flag)
+    from .api import resolve_run_options
+    options = _option_values(args, spec)
+    try:
+        resolve_run_options(algo, options)  # every option checked before any data is loaded
+    except (ValueError, TypeError) as exc:
+        name, _, rest = str(exc).partition(" ")  # "val_every must be ..." -> "--val-every must be ..."
+        raise UsageError(f"--{name.replace('_', '-')} {rest}") from None
     many = len(splits) > 1
+    quiet = args.quiet or args.json == "-"
     reports = []
     for split in splits:
-        progress = Progress(enabled=not args.quiet)
-        if many and not args.quiet:
+        if many and not quiet:
             sys.stderr.write(f"split {split}\n")
-        try:
-            reports.append(run_one(args, task, split, many, progress))
-        except (ValueError, TypeError, OSError) as exc:
-            progress.close()
-            raise UsageError(str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__) from None
-    val_key, test_key = _metric_names(task)
+        reports.append(run_one(args, spec, options, split, many, args.quiet))
+    val_key, test_key = _metric_names(spec.task)
     if many:
-        summary = {k: v for k, v in reports[0].items() if k in ("dataset", "model", "algo", "task", "layers", "hidden",
-                                                                 "seed", "device", "backend")}
-        summary["splits"] = splits
-        summary["split"] = splits
+        summary = {k: v for k, v in reports[0].items()
+                   if k in ("algo", "task", "model", "dataset", "data_source", "device", "backend", "options",
+                            "versions", "threads")}
+        summary["splits"] = summary["split"] = splits
         for key in (val_key, test_key, "train_seconds", "seconds_per_epoch", "peak_memory_bytes"):
             values = [r[key] for r in reports if isinstance(r.get(key), (int, float))]
             if values:
@@ -334,48 +303,145 @@ def cmd_train(args) -> int:
         summary["runs"] = reports
         out = summary
     else:
-        out = reports[0]
-        summary = out
+        out = summary = reports[0]
     if not args.quiet:
-        print_table(reports, summary, task)
+        print_table(reports, summary, spec.task, stream=sys.stderr if args.json == "-" else sys.stdout)
     if args.json:
-        try:
-            with open(args.json, "w") as fh:
-                json.dump(out, fh, indent=2, default=float)
-        except OSError as exc:
-            raise UsageError(f"--json: cannot write {args.json}: {exc.strerror}") from None
+        _write_json(out, args.json)
     return 0
 
 
-def cmd_bench(rest) -> int:
-    import importlib
+# ---------------------------------------------------------------------------- predict
+def build_predict_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ffkernels predict", description="Apply a model saved with 'ffkernels train --save-model' "
+                                                       "(or Trained.save) to a dataset and write its predictions.")
+    p.add_argument("model", help="the saved model file")
+    _add_run_flags(p, for_train=False)
+    p.add_argument("--out", default="-", metavar="PATH",
+                   help="CSV of predictions: node,prediction (link models: source,target,score); '-': stdout")
+    p.add_argument("--pairs", default=None, metavar="PATH",
+                   help="link models: CSV of node pairs to score (two integer columns, optional header)")
+    return p
+
+
+def _read_pairs(path):
+    import torch
+    if not os.path.isfile(path):
+        raise UsageError(f"--pairs: no such file: {path}")
+    rows = []
+    with open(path, newline="") as fh:
+        for i, row in enumerate(csv.reader(fh)):
+            if not row or (i == 0 and not row[0].strip().lstrip("-").isdigit()):
+                continue  # empty line or a header
+            if len(row) < 2:
+                raise UsageError(f"--pairs: {path} line {i + 1}: expected two node ids, got {row!r}")
+            try:
+                rows.append((int(row[0]), int(row[1])))
+            except ValueError:
+                raise UsageError(f"--pairs: {path} line {i + 1}: node ids must be integers, got {row!r}") from None
+    if not rows:
+        raise UsageError(f"--pairs: {path} holds no pairs")
+    return torch.tensor(rows, dtype=torch.int64).t().contiguous()
+
+
+def cmd_predict(argv) -> int:
+    args = build_predict_parser().parse_args(argv)
+    _check_device(args)
+    _check_output_path(None if args.out == "-" else args.out, "--out")
+    _check_output_path(args.json, "--json")
+    from .api import load_model
+    trained = load_model(args.model, device=args.device)
+    task = trained.task
+    if task == "link":
+        if args.pairs is None:
+            raise UsageError(f"{args.model} is a link-prediction model ({trained.algo}): give the node pairs to "
+                             f"score with --pairs FILE.csv")
+        pairs = _read_pairs(args.pairs)
+        scores = trained.predict(args.dataset, split=args.split, pairs=pairs)
+        header, rows = ("source", "target", "score"), zip(pairs[0].tolist(), pairs[1].tolist(), scores.tolist())
+        summary = {"pairs": int(pairs.shape[1])}
+    else:
+        if args.pairs is not None:
+            raise UsageError(f"--pairs is for link-prediction models; {args.model} is a {task} model")
+        pred = trained.predict(args.dataset, split=args.split)
+        header, rows = ("node", "prediction"), enumerate(pred.tolist())
+        summary = {"nodes": int(pred.numel())}
+    stream = sys.stdout if args.out == "-" else open(args.out, "w", newline="")
     try:
-        bench_cli = importlib.import_module("ffkernels.bench_cli")
-    except ModuleNotFoundError as exc:
-        if exc.name != "ffkernels.bench_cli":
-            raise
-        raise UsageError("the bench command is not available in this build yet (ffkernels.bench_cli is missing)") from None
+        writer = csv.writer(stream)
+        writer.writerow(header)
+        writer.writerows(rows)
+    finally:
+        if stream is not sys.stdout:
+            stream.close()
+    metrics = {}
+    try:
+        metrics = trained.evaluate(args.dataset, split=args.split)
+    except ValueError:
+        pass  # data without labels or splits: predictions only
+    summary.update(model=args.model, algo=trained.algo, dataset=str(args.dataset), out=args.out, **metrics)
+    if args.json:
+        _write_json(summary, args.json)
+    if not args.quiet and args.out != "-":
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+        sys.stderr.write(f"wrote {summary.get('nodes', summary.get('pairs'))} predictions to {args.out}"
+                         + (f" ({shown} on this data's split)" if shown else "") + "\n")
+    return 0
+
+
+# ---------------------------------------------------------------------------- bench / main
+def cmd_bench(rest) -> int:
+    from . import bench_cli
     return int(bench_cli.main(rest) or 0)
 
 
+COMMANDS = {"train": "train a model (ffkernels train --help)",
+            "predict": "apply a saved model to a dataset (ffkernels predict --help)",
+            "bench": "benchmark suites (ffkernels bench --help)"}
+
+
+def _usage() -> str:
+    lines = "\n".join(f"  {name:<9} {text}" for name, text in COMMANDS.items())
+    return (f"usage: ffkernels [--version] {{{','.join(COMMANDS)}}} ...\n\nFused kernels and trainers for forward "
+            f"(backprop-free) learning.\n\ncommands:\n{lines}\n")
+
+
 def main(argv=None) -> int:
+    from .train.loop import NonFiniteLossError, TrainingInterrupted
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv and argv[0] == "bench":
-            return cmd_bench(argv[1:])
-        parser = build_parser()
-        args = parser.parse_args(argv)
-        if args.command is None:
-            parser.print_help()
-            return 2
-        if args.command == "train":
-            return cmd_train(args)
-        return 2
+        if not argv or argv[0] in ("-h", "--help"):
+            sys.stdout.write(_usage())
+            return 0 if argv else 2
+        if argv[0] == "--version":
+            import torch
+            sys.stdout.write(f"ffkernels {_version()} (torch {torch.__version__})\n")
+            return 0
+        command, rest = argv[0], argv[1:]
+        if command == "bench":
+            return cmd_bench(rest)
+        if command == "train":
+            return cmd_train(rest)
+        if command == "predict":
+            return cmd_predict(rest)
+        raise UsageError(f"unknown command {command!r} (choose from {', '.join(COMMANDS)})")
     except UsageError as exc:
         sys.stderr.write(f"ffkernels: error: {exc}\n")
         return 2
+    except TrainingInterrupted as exc:
+        sys.stderr.write(f"\nffkernels: {exc.message}\n")
+        return 130
+    except (NonFiniteLossError, MemoryError) as exc:
+        sys.stderr.write(f"\nffkernels: training failed: {exc}\n")
+        return 1
+    except (ValueError, TypeError, OSError) as exc:  # bad data, options or files found while loading
+        if os.environ.get("FFKERNELS_DEBUG") == "1":
+            raise
+        text = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        sys.stderr.write(f"ffkernels: error: {text}\n")
+        return 2
     except KeyboardInterrupt:
-        sys.stderr.write("ffkernels: interrupted\n")
+        sys.stderr.write("\nffkernels: interrupted\n")
         return 130
 
 

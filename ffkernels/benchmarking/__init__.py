@@ -3,6 +3,6 @@
 - :mod:`.eager_baselines`: eager autograd implementations of the forward-learning algorithms,
   written the way published code is, plus backpropagation baselines;
 - :mod:`.suite`: the end-to-end suite (fused vs eager vs BP: time, memory, accuracy);
-- :mod:`.measure`: peak-memory and time measurement of one training call;
+- peak memory and time of one training call: :class:`ffkernels.train.metrics.PeakMemory`;
 - :mod:`.plots`: PNG plots (matplotlib, the ``bench`` extra).
 """

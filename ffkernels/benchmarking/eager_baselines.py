@@ -14,7 +14,7 @@ makes them slow and memory hungry:
 - evaluation re-runs every lower layer from the raw features.
 
 Every runner follows the registry contract of ``ffkernels.train``:
-``runner(config: TrainConfig, data: Dataset, progress) -> dict`` with ``val_accuracy``,
+``runner(config: BenchConfig, data: Dataset, progress) -> dict`` with ``val_accuracy``,
 ``test_accuracy`` and ``epochs_per_layer``.
 
 - :func:`run_sf_eager`: single-forward loss with virtual nodes, greedy (ALGORITHMS.md 1.4);
@@ -32,8 +32,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..train.common import augment_with_virtual_nodes, seed_everything
-from ..train.mlp_common import make_generator, minibatches, uniform_wrong_labels, validation_split, with_label
+from ..algorithms.common import augment_with_virtual_nodes
+from ..algorithms.mlp_common import make_generator, minibatches, uniform_wrong_labels, validation_split, with_label
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's global generator, as the published scripts do (each baseline runs alone in
+    its own benchmark process)."""
+    torch.manual_seed(seed)
 
 __all__ = ["gcn_norm", "l2_normalize", "rms_normalize", "EagerGCNConv", "EagerLinear", "sf_loss",
            "ff_loss", "label_append_inputs", "run_sf_eager", "run_ff_la_eager", "run_ff_mlp_eager",
@@ -152,8 +158,9 @@ def _acc(pred: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def _report(progress, label, epoch, total, **metrics):
+    """``progress``: None (the suite's workers are silent) or ``callable(label, epoch, total, **metrics)``."""
     if progress is not None:
-        progress.update(label, epoch, total, **metrics)
+        progress(label, epoch, total, **metrics)
 
 
 def _greedy_layer(layer, opt, step, validate, config, progress, label):

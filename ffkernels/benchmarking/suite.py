@@ -2,7 +2,7 @@
 
 For each configuration it trains the same algorithm, architecture, data and seed three ways:
 
-- ``fused``: ffkernels' registered runner (``ffkernels.train.get_algorithm(name).runner``);
+- ``fused``: ffkernels' own training (``ffkernels.fit``);
 - ``eager``: :mod:`.eager_baselines`, autograd per layer, written like the published code;
 - ``bp``: backpropagation (PyG ``GCNConv`` when torch_geometric imports, else our own layer).
 
@@ -180,22 +180,54 @@ def tiny_subset(data, num_nodes: int = 400):
     return Dataset(data.name, data.x[:n].contiguous(), y, tr, va, te, data.num_classes, graph, ei, data.split)
 
 
-def make_config(case: Case, variant: str, device: str):
-    from ..train import TrainConfig
-    extra = dict(case.fused_extra) if variant == "fused" else {}
-    return TrainConfig(dataset=case.dataset, model=case.model, algo=FUSED_ALGOS[case.algo],
-                       task="mlp" if case.model == "mlp" else "node", layers=case.layers, hidden=case.hidden,
-                       seed=case.seed, device=device, epochs=case.epochs, val_every=case.val_every,
-                       patience=case.patience, lr=case.lr, weight_decay=case.weight_decay,
-                       batch_size=case.batch_size, progress=False, extra=extra)
+@dataclass
+class BenchConfig:
+    """What a variant's runner is configured by (the eager baselines read these fields)."""
+    model: str
+    layers: int
+    hidden: int
+    epochs: int
+    val_every: int
+    patience: int
+    lr: float
+    weight_decay: float
+    seed: int
+    device: str
+    batch_size: int | None = None
+    theta: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def make_config(case: Case, variant: str, device: str) -> BenchConfig:
+    return BenchConfig(model=case.model, layers=case.layers, hidden=case.hidden, epochs=case.epochs,
+                       val_every=case.val_every, patience=case.patience, lr=case.lr, weight_decay=case.weight_decay,
+                       seed=case.seed, device=device, batch_size=case.batch_size,
+                       extra=dict(case.fused_extra) if variant == "fused" else {})
+
+
+def fused_runner(algo: str):
+    """ffkernels' own training of ``algo`` (``ffkernels.fit``) behind the suite's runner contract."""
+    def run(config: BenchConfig, data, progress=None) -> dict:
+        from ..api import fit
+        from ..train.registry import get_algorithm
+        options = dict(model=config.model, layers=config.layers, hidden=config.hidden, epochs=config.epochs,
+                       val_every=config.val_every, patience=config.patience, lr=config.lr,
+                       weight_decay=config.weight_decay, seed=config.seed, threads=0)  # 0: the suite's threads
+        if "batch_size" in get_algorithm(algo).options.names() and config.batch_size is not None:
+            options["batch_size"] = config.batch_size
+        options.update(config.extra)
+        trained = fit(data, algo, device=config.device, progress=False, **options)
+        out = dict(trained.metrics)
+        out.update(epochs_per_layer=trained.report["epochs_per_layer"], total_epochs=trained.report["total_epochs"])
+        return out
+    return run
 
 
 def get_runner(case: Case, variant: str):
-    """The training function of ``variant`` for ``case`` (registry contract)."""
+    """The training function of ``variant`` for ``case``: ``runner(config, data, progress) -> dict``."""
     from . import eager_baselines as eb
     if variant == "fused":
-        from ..train import get_algorithm
-        return get_algorithm(FUSED_ALGOS[case.algo]).runner
+        return fused_runner(FUSED_ALGOS[case.algo])
     if variant == "eager":
         return eb.EAGER_RUNNERS[case.algo]
     if variant == "bp":
@@ -234,8 +266,7 @@ def run_worker(spec: dict) -> dict:
 
     import torch
 
-    from ..train import Progress
-    from .measure import TrainingMeasurement
+    from ..train.metrics import PeakMemory
     case = Case(**{k: v for k, v in spec["case"].items() if k in {f.name for f in dataclasses.fields(Case)}})
     case.variants = tuple(case.variants)
     variant, device = spec["variant"], spec.get("device", "cpu")
@@ -248,8 +279,7 @@ def run_worker(spec: dict) -> dict:
         # One tiny run first, so lazy one-time costs (library initialisation, first-call buffers,
         # imports inside the runner) count neither in the time nor in the memory of the real run.
         small = tiny_subset(data)
-        runner(dataclasses.replace(make_config(case, variant, device), epochs=2, layers=1), small,
-               Progress(enabled=False))
+        runner(dataclasses.replace(make_config(case, variant, device), epochs=2, layers=1), small, None)
         del small
     gc.collect()
     record = {"name": case.name, "variant": variant, "algo": case.algo, "group": case.group,
@@ -262,8 +292,8 @@ def run_worker(spec: dict) -> dict:
         return record
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     cpu0 = time.process_time()
-    with TrainingMeasurement(device) as m:
-        result = runner(config, data, Progress(enabled=False))
+    with PeakMemory(device) as m:
+        result = runner(config, data, None)
     cpu_seconds = time.process_time() - cpu0
     epochs = total_epochs(case, variant, result)
     record.update({
@@ -285,7 +315,7 @@ def run_worker(spec: dict) -> dict:
 def profile_sf_step(case: Case, data, device: str, steps: int = 5) -> dict:
     """Where the fused greedy SF step's time goes, phase by phase, on ``data``.
 
-    Re-composes the fused runner's layer loop from its own pieces (``ffkernels.train.sf``) with
+    Re-composes the fused runner's layer loop from its own pieces (``ffkernels.algorithms.forwardgnn``) with
     a timer around each phase: ``prepare`` (row normalisation + GCN aggregation + gathering the
     step/validation rows; once per layer, since the input is frozen), then per step ``gemm``
     (``Z = M W^T + b``, ReLU), ``loss`` (fused SF loss + gradient), ``grad_gemm``
@@ -296,15 +326,16 @@ def profile_sf_step(case: Case, data, device: str, steps: int = 5) -> dict:
     import torch
 
     from .. import ops
+    from ..algorithms import forwardgnn as sfmod
     from ..nn.functional import normalize_rows
-    from ..train import sf as sfmod
+    from ..testing import build_trainer
     sync = (lambda: torch.cuda.synchronize()) if device.startswith("cuda") else (lambda: None)
     config = make_config(case, "fused", device)
     # The first optimizer.step() of a process pays one-time lazy imports (seconds); keep them out.
     _p = torch.nn.Parameter(torch.zeros(2, device=device))
     _p.grad = torch.ones_like(_p)
     torch.optim.Adam([_p]).step()
-    sfmod.seed_everything(config.seed)
+    torch.manual_seed(config.seed)
     t = {"prepare": 0.0, "gemm": 0.0, "loss": 0.0, "grad_gemm": 0.0, "update": 0.0, "validate": 0.0, "output": 0.0}
 
     def timed(key, fn):
@@ -316,9 +347,11 @@ def profile_sf_step(case: Case, data, device: str, steps: int = 5) -> dict:
         return out
 
     t_problem = time.perf_counter()
-    problem = sfmod.SFProblem(data, config.seed)
+    trainer = build_trainer("sf", data, model=config.model, layers=config.layers, hidden=config.hidden,
+                            lr=config.lr, weight_decay=config.weight_decay, seed=config.seed)
+    problem = trainer.problem
     t_problem = time.perf_counter() - t_problem
-    layers = sfmod.build_sf_layers(config, data.num_features)
+    layers = trainer.model.layers
     h = problem.vg.x
     xn = normalize_rows(h, "l2")
     t["_agg"] = 0.0

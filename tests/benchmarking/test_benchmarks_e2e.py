@@ -18,7 +18,7 @@ from ffkernels.benchmarking import eager_baselines as eb
 from ffkernels.benchmarking import suite
 from ffkernels.datasets import Dataset
 from ffkernels.nn import FFGCNConv, FFLinear
-from ffkernels.train import TrainConfig
+from ffkernels.benchmarking.suite import BenchConfig
 
 RTOL = 1e-6
 
@@ -55,14 +55,15 @@ def test_eager_gcn_conv_equals_fused_layer_forward():
 def test_sf_one_step_gradients_match_fused_runner():
     """One fused SF step (the registered greedy trainer, SGD lr 1 so the update is -grad) vs
     autograd of the eager baseline's SF loss on the same weights and augmented graph."""
-    from ffkernels.train import sf
+    from ffkernels.testing import build_trainer
     data = _tiny_graph_dataset()
-    config = TrainConfig(layers=1, hidden=8, epochs=1, val_every=2, patience=5, seed=3, progress=False)
-    trainer = sf.GreedySF(config, data)
-    layer = trainer.layers[0].double()
+    trainer = build_trainer("sf", data, layers=1, hidden=8, seed=3)
+    layer = trainer.model.layers[0].double()
+    trainer.problem.vg.x = trainer.problem.vg.x.double()
     layer.set_optimizer(lambda params: torch.optim.SGD(params, lr=1.0))
     w0, b0 = layer.weight.detach().clone(), layer.bias.detach().clone()
-    trainer.run()
+    trainer.begin_stage(0)
+    trainer.train_epoch(0, 1)
     grad_w_fused, grad_b_fused = w0 - layer.weight.detach(), b0 - layer.bias.detach()
 
     p = trainer.problem
@@ -152,7 +153,8 @@ def test_ff_la_negatives_never_carry_true_label():
 def test_eager_runners_learn_on_a_small_graph():
     from ffkernels.datasets import synthetic
     data = synthetic(600, avg_degree=10, num_classes=4, num_features=16, seed=1)
-    cfg = TrainConfig(layers=2, hidden=32, epochs=30, val_every=2, patience=100, lr=0.01, progress=False)
+    cfg = BenchConfig(model="gcn", layers=2, hidden=32, epochs=30, val_every=2, patience=100, lr=0.01,
+                      weight_decay=5e-4, seed=0, device="cpu")
     out = eb.run_sf_eager(cfg, data)
     assert out["test_accuracy"] > 0.5 and out["epochs_per_layer"] == [30, 30]
     out = eb.run_bp_gcn(copy.deepcopy(cfg), data)

@@ -1,19 +1,25 @@
-"""The ``ffkernels train`` command line: JSON report fields, several splits, one-line errors."""
+"""The command line: ``train`` (JSON report, splits, checkpoints, generated option flags, one-line
+errors), ``predict`` (a saved model applied to a dataset), ``--version``, ``python -m ffkernels``."""
 from __future__ import annotations
 
+import csv
 import json
+import re
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from ffkernels.cli import main, parse_splits
 
-FIELDS = ("dataset", "model", "algo", "layers", "split", "backend", "device", "test_accuracy", "val_accuracy",
-          "epochs_per_layer", "train_seconds", "seconds_per_epoch", "peak_memory_bytes")
+FIELDS = ("dataset", "model", "algo", "split", "backend", "device", "test_accuracy", "val_accuracy",
+          "epochs_per_layer", "train_seconds", "seconds_per_epoch", "peak_memory_bytes", "options", "versions",
+          "threads")
+TINY = ["--layers", "1", "--hidden", "16", "--epochs", "4", "--quiet"]
 
 
-def test_train_writes_json_report(tmp_path, capsys):
+def test_train_writes_json_report_with_every_resolved_option(tmp_path, capsys):
     out = tmp_path / "r.json"
     rc = main(["train", "--dataset", "cora", "--model", "gcn", "--algo", "sf", "--layers", "1", "--hidden", "32",
                "--epochs", "6", "--json", str(out)])
@@ -21,14 +27,22 @@ def test_train_writes_json_report(tmp_path, capsys):
     report = json.loads(out.read_text())
     for key in FIELDS:
         assert key in report, key
-    assert report["dataset"] == "cora" and report["algo"] == "sf" and report["layers"] == 1
+    assert report["dataset"] == "cora" and report["algo"] == "sf" and report["options"]["layers"] == 1
+    assert report["options"]["tau"] == 1.0 and report["options"]["lr"] == 1e-3  # the algorithm's defaults
+    assert report["versions"]["ffkernels"] and report["versions"]["torch"]
     assert report["device"] == "cpu" and report["backend"] in ("reference", "cpu")
     assert 0.0 <= report["test_accuracy"] <= 1.0 and 0.0 <= report["val_accuracy"] <= 1.0
     assert report["epochs_per_layer"] == [6]
     assert report["train_seconds"] > 0 and report["seconds_per_epoch"] > 0
-    assert report["peak_memory_bytes"] >= 0
     printed = capsys.readouterr().out
     assert "test_accuracy" in printed and "sf | cora" in printed  # the summary table
+
+
+def test_json_dash_writes_the_report_to_stdout_and_the_table_to_stderr(capsys):
+    assert main(["train", "--dataset", "cora", *TINY[:-1], "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["algo"] == "sf" and "test_accuracy" in captured.err
 
 
 def test_several_splits_report_mean_and_std(tmp_path):
@@ -43,7 +57,7 @@ def test_several_splits_report_mean_and_std(tmp_path):
     assert report["test_accuracy"] == pytest.approx(mean)
 
 
-def test_save_and_resume_from_the_command_line(tmp_path):
+def test_save_stop_and_resume_from_the_command_line(tmp_path):
     ckpt, a, b = tmp_path / "c.pt", tmp_path / "a.json", tmp_path / "b.json"
     common = ["train", "--dataset", "cora", "--layers", "2", "--hidden", "16", "--epochs", "6", "--quiet"]
     assert main(common + ["--json", str(a)]) == 0
@@ -53,16 +67,54 @@ def test_save_and_resume_from_the_command_line(tmp_path):
     assert ra["test_accuracy"] == rb["test_accuracy"] and ra["epochs_per_layer"] == rb["epochs_per_layer"]
 
 
+def test_save_model_then_predict_gives_the_trained_accuracy(tmp_path, capsys):
+    model, report, preds = tmp_path / "m.pt", tmp_path / "r.json", tmp_path / "p.csv"
+    assert main(["train", "--dataset", "cora", *TINY, "--save-model", str(model), "--json", str(report)]) == 0
+    assert main(["predict", str(model), "--dataset", "cora", "--out", str(preds), "--quiet"]) == 0
+    rows = list(csv.reader(preds.open()))
+    assert rows[0] == ["node", "prediction"] and len(rows) == 2708 + 1
+    from ffkernels.datasets import load
+    data = load("cora")
+    pred = torch.tensor([int(r[1]) for r in rows[1:]])
+    test_acc = float((pred[data.test_idx] == data.y[data.test_idx]).double().mean())
+    assert test_acc == pytest.approx(json.loads(report.read_text())["test_accuracy"])
+
+
+def test_algorithm_help_lists_its_own_options_with_defaults(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--algo", "sf", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "options of --algo sf" in text and "--tau" in text and "--val-mode" in text
+    assert re.search(r"\(default:\s+1\.0\)", text)
+    for name in ("sf", "sf-top-input", "sf-top-loss", "bp"):  # the algorithm list
+        assert name in text
+    with pytest.raises(SystemExit):
+        main(["train", "--algo", "bp", "--help"])
+    text = capsys.readouterr().out
+    assert "--dropout" in text and "--tau" not in text
+    assert re.search(r"rate of every layer's optimiser\s+\(default:\s+0\.01\)", text)  # bp's own lr default
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["train", "--dataset", "nope"], "--dataset"),
     (["train", "--algo", "nope"], "--algo"),
     (["train", "--model", "mlp", "--algo", "sf"], "--model"),
     (["train", "--dataset", "cora_ml", "--split", "9"], "split"),
     (["train", "--splits", "a-b"], "--splits"),
-    (["train", "--resume", "/nonexistent/ckpt.pt"], "--resume"),
+    (["train", "--resume", "/nonexistent/ckpt.pt"], "resume"),
     (["train", "--json", "/nonexistent/dir/out.json"], "--json"),
+    (["train", "--save", "/nonexistent/dir/c.pt"], "save"),
+    (["train", "--save-model", "/nonexistent/dir/m.pt"], "--save-model"),
     (["train", "--layers", "0"], "--layers"),
-    (["train", "--dataset", "digits", "--algo", "sf"], "digits"),
+    (["train", "--val-every", "0"], "--val-every"),
+    (["train", "--lr", "inf"], "--lr"),
+    (["train", "--hidden", "10000000"], "hidden"),
+    (["train", "--algo", "sf", "--dropout", "0.1"], "--dropout is not an option of --algo sf"),
+    (["train", "--algo", "sf", "--task", "link"], "--task"),
+    (["train", "--device", "tpu"], "--device"),
+    (["predict", "/nonexistent/model.pt", "--dataset", "cora"], "model"),
+    (["nope"], "unknown command"),
 ])
 def test_bad_arguments_exit_2_with_one_line(argv, needle, capsys):
     assert main(argv) == 2
@@ -70,21 +122,28 @@ def test_bad_arguments_exit_2_with_one_line(argv, needle, capsys):
     assert err.count("\n") == 1 and err.startswith("ffkernels: error:") and needle in err, err
 
 
-def test_corrupt_checkpoint_is_a_one_line_error(tmp_path, capsys):
+def test_corrupt_or_foreign_checkpoint_is_a_one_line_error(tmp_path, capsys):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    assert main(["train", "--dataset", "cora", "--layers", "1", "--epochs", "2", "--quiet", "--resume", str(bad)]) == 2
+    assert main(["train", "--dataset", "cora", *TINY, "--resume", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "checkpoint" in err
+    ckpt = tmp_path / "bp.pt"
+    assert main(["train", "--dataset", "cora", "--algo", "bp", *TINY, "--save", str(ckpt)]) == 0
+    assert main(["train", "--dataset", "cora", *TINY, "--resume", str(ckpt)]) == 2
+    assert "written by algo 'bp'" in capsys.readouterr().err
 
 
-def test_help_lists_algorithms_and_models(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["train", "--help"])
-    assert exc.value.code == 0
-    text = capsys.readouterr().out
-    for name in ("sf", "sf-top-input", "sf-top-loss", "bp", "gcn", "sage", "gat", "mlp"):
-        assert name in text
+def test_divergence_exits_1_naming_layer_and_epoch(capsys):
+    assert main(["train", "--dataset", "cora", "--layers", "2", "--hidden", "8", "--epochs", "20", "--lr", "1e38",
+                 "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "non-finite training loss" in err and "layer" in err and "epoch" in err
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("ffkernels ")
 
 
 def test_parse_splits():
