@@ -1,4 +1,7 @@
-"""Pieces shared by the MLP forward-learning algorithms (FF, SymBa, CFF, PEPITA).
+"""Pieces shared by the MLP forward-learning families (:mod:`.mlp_ff`: ff, ff-hard, symba, cff;
+:mod:`.pepita`): the fit / validation rows, seeded mini-batches and negatives, the label
+input, the options both families declare and their common :class:`MLPTrainer`
+(docs/algorithms.md#ff).
 
 Everything here is autograd-free and seeded through explicit ``torch.Generator`` objects, so
 two runs with the same seed draw the same validation subset, batches and negatives.
@@ -6,6 +9,9 @@ two runs with the same seed draw the same validation subset, batches and negativ
 from __future__ import annotations
 
 import torch
+
+from ..train.options import Option, positive_int
+from ..train.registry import Trainer
 
 #: The validation subset carved out of the training split is drawn with this fixed seed, so
 #: every run (whatever its own seed) selects models on the same rows.
@@ -95,12 +101,58 @@ def with_label(x: torch.Tensor, labels: torch.Tensor | None, num_classes: int, s
     return torch.cat([lab, x], dim=1)
 
 
-def accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
-    """Fraction of ``pred == y`` (``0.0`` for no rows)."""
-    if y.numel() == 0:
-        return 0.0
-    return float((pred.to(y.device) == y).to(torch.float64).mean())
+def fit_val_rows(data, val_fraction: float = 0.1):
+    """``(fit_idx, val_idx)`` of an MLP run on ``data``.
+
+    A dataset with a validation split trains on all its training rows and selects on that
+    split; one without (``digits``) holds out the fixed seeded ``val_fraction`` of its training
+    rows (:func:`validation_split`, the same rows for every run and every call, so a model's
+    ``evaluate`` scores exactly the rows its training selected on).
+    """
+    if data.val_idx.numel() > 0:
+        return data.train_idx, data.val_idx
+    return validation_split(data.train_idx, val_fraction)
 
 
-__all__ = ["VALIDATION_SEED", "validation_split", "make_generator", "minibatches", "uniform_wrong_labels",
-           "hard_wrong_labels", "with_label", "accuracy"]
+#: Options of every MLP algorithm.
+BATCH_SIZE = positive_int("batch_size", 64, "mini-batch rows (every layer takes one local step per batch)")
+VAL_FRACTION = Option("val_fraction", float, 0.1, "fraction of the training rows held out (fixed seeded rows) "
+                      "for model selection when the dataset has no validation split", minimum=0.0,
+                      minimum_exclusive=True, maximum=0.9)
+#: The MLP algorithms' own defaults of the common options (docs/algorithms.md#ff): on a
+#: 144-row validation subset, the graph default of 100 validations would mean 200 epochs past the best.
+MLP_PATIENCE = 25
+
+
+class MLPTrainer(Trainer):
+    """The simultaneous schedule of an MLP family: one stage; an epoch is one pass of seeded
+    mini-batches over the fit rows (``model.net.train_epoch``, every layer one local step per
+    batch). The shuffle / negative generator is the network's own (seeded from ``seed``) and is
+    checkpointed here."""
+
+    def __init__(self, spec, options, data, model):
+        super().__init__(spec, options, data, model)
+        self.net = model.net
+        self.fit_idx, self.val_idx = fit_val_rows(data, options["val_fraction"])
+        self.x_fit, self.y_fit = data.x[self.fit_idx], data.y[self.fit_idx]
+        self.x_val, self.y_val = data.x[self.val_idx], data.y[self.val_idx]
+
+    def stage_module(self, stage):
+        return self.net
+
+    def train_epoch(self, stage, epoch):
+        return self.net.train_epoch(self.x_fit, self.y_fit, self.options["batch_size"])
+
+    def finish(self):
+        return {"n_fit": int(self.fit_idx.numel()), "n_val": int(self.val_idx.numel())}
+
+    def state_dict(self):
+        return {"generator": self.net.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.net.generator.set_state(state["generator"])
+
+
+__all__ = ["VALIDATION_SEED", "validation_split", "fit_val_rows", "make_generator", "minibatches",
+           "uniform_wrong_labels", "hard_wrong_labels", "with_label", "MLPTrainer", "BATCH_SIZE", "VAL_FRACTION",
+           "MLP_PATIENCE"]

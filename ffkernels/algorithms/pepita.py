@@ -1,21 +1,13 @@
-"""PEPITA: forward learning with a top-down input modulation (ALGORITHMS.md 1.9).
+"""PEPITA: forward learning with an error-modulated input, ``pepita`` (docs/algorithms.md#pepita),
+simultaneous schedule.
 
 Dellaferrera & Kreiman 2022; Srinivasan et al. 2024. Two forward passes per mini-batch and no
-backward pass, no transposed weights, no activation derivatives:
-
-1. clean pass ``h_0 = x, h_l = ReLU(h_{l-1} W_l^T)``, output ``h_L = h_{L-1} W_L^T`` and
-   error ``e = softmax(h_L) - onehot(y)``;
-2. modulated pass on ``x~ = x + e F^T`` with a fixed random ``F`` (``Din x C``, uniform in
-   ``+-sqrt(6 / Din)`` times ``0.05``).
-
-Updates (as gradients given to the optimiser, SGD momentum 0.9, lr 0.01):
-hidden ``dW_l = (h_l - h~_l)^T h~_{l-1} / B``; output ``dW_L = e~^T h~_{L-1} / B`` with
-``e~ = softmax(h~_L) - onehot(y)`` (``output_error="modulated"``, ALGORITHMS.md's form) or the
-clean pass's ``e`` (``output_error="clean"``, the original paper's pseudo-code).
-
-PEPITA uses no goodness, so it is not built on :class:`~ffkernels.nn.FFLinear`: the whole
-network is one :class:`~ffkernels.nn.LocalLayer` (its parameters, its own ``torch.optim.SGD``,
-gradients assigned in closed form).
+backward pass (no transposed weights, no activation derivatives): a clean pass gives the
+output error ``e = softmax(h_L) - onehot(y)``; a second pass runs on ``x + e F^T`` (``F`` a
+fixed random feedback matrix); hidden layers learn from the difference of the two passes'
+activities, the output layer from the (modulated or clean) output error. The whole network is
+one :class:`~ffkernels.nn.LocalLayer` (its parameters, one SGD optimiser from
+:func:`ffkernels.nn.optim.optimizer_factory`, gradients assigned in closed form).
 """
 from __future__ import annotations
 
@@ -26,9 +18,12 @@ import torch
 from torch import nn
 
 from ..nn import LocalLayer
-from .mlp_common import accuracy, make_generator, minibatches
-from .mlp_ff import fit_loop, softmax_cross_entropy_grad
-from .progress import Progress
+from ..nn.optim import optimizer_factory
+from ..train.metrics import accuracy
+from ..train.options import Option, choice, positive_float
+from ..train.registry import Model, register
+from .mlp_common import BATCH_SIZE, MLP_PATIENCE, VAL_FRACTION, MLPTrainer, fit_val_rows, make_generator, minibatches
+from .mlp_ff import softmax_cross_entropy_grad
 
 
 class PEPITAMLP(LocalLayer):
@@ -44,16 +39,14 @@ class PEPITAMLP(LocalLayer):
         output_error: ``"modulated"`` (``e~``) or ``"clean"`` (``e``) for the output update.
         bias: learn biases too (the paper has none); their update is the column sum of the
             same per-row signal as the weights.
-        seed: seeds the weights, ``F``, and the shuffles.
+        seed: seeds the weights, ``F`` and then (the same stream) :attr:`generator`, the shuffles
+            (the trainer checkpoints its state).
     """
 
     def __init__(self, in_features: int, num_classes: int, hidden: int | Sequence[int] = 1024, layers: int = 2, *,
                  lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0, feedback_scale: float = 0.05,
                  output_error: str = "modulated", bias: bool = False, seed: int = 0):
-        def sgd(params):
-            return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-
-        super().__init__(sgd)
+        super().__init__(optimizer_factory("sgd", lr, weight_decay, momentum))
         if output_error not in ("modulated", "clean"):
             raise ValueError(f"output_error must be 'modulated' or 'clean', got {output_error!r}")
         if isinstance(hidden, int):
@@ -75,7 +68,6 @@ class PEPITAMLP(LocalLayer):
         fb = math.sqrt(6.0 / in_features) * feedback_scale
         self.register_buffer("feedback", (torch.rand(in_features, num_classes, generator=gen) * 2 - 1) * fb)
         self.generator = gen
-        self.history: list = []
 
     @property
     def device(self) -> torch.device:
@@ -128,6 +120,7 @@ class PEPITAMLP(LocalLayer):
 
     @torch.no_grad()
     def train_epoch(self, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = 64) -> float:
+        """One pass over ``(x, y)`` in seeded mini-batches; returns the mean clean-pass loss."""
         losses = [self.train_batch(x[idx], y[idx])
                   for idx in minibatches(x.shape[0], batch_size, self.generator, x.device)]
         return sum(losses) / max(len(losses), 1)
@@ -139,18 +132,58 @@ class PEPITAMLP(LocalLayer):
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """Accuracy (fraction)."""
-        return accuracy(self.predict(x), y.to(self.device))
+        return accuracy(self.predict(x), y)
 
-    def selection_score(self, x_val, y_val) -> float:
-        return self.evaluate(x_val, y_val)
+
+class PEPITAModel(Model):
+    """A :class:`PEPITAMLP` built from the run's options (``layers`` weight layers, the output
+    layer included)."""
+
+    def __init__(self, options: dict, dims: dict, variant: dict | None = None):
+        super().__init__(options, dims, variant)
+        o = self.options
+        self.net = PEPITAMLP(dims["num_features"], dims["num_classes"], hidden=o["hidden"], layers=o["layers"],
+                             lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"],
+                             feedback_scale=o["feedback_scale"], output_error=o["output_error"], bias=o["bias"],
+                             seed=o["seed"])
+
+    @property
+    def layers(self):
+        return self.net.weights
 
     @torch.no_grad()
-    def fit(self, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 100, batch_size: int | None = 64,
-            x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None, val_every: int = 1,
-            patience: int | None = 20, progress: Progress | None = None, label: str = "pepita", **checkpointing):
-        """Train as :meth:`ffkernels.train.mlp_ff.FFMLP.fit` does (early stopping on validation)."""
-        return fit_loop(self, x, y, epochs=epochs, batch_size=batch_size, x_val=x_val, y_val=y_val,
-                        val_every=val_every, patience=patience, progress=progress, label=label, **checkpointing)
+    def predict(self, data) -> torch.Tensor:
+        return self.net.predict(data.x)
+
+    @torch.no_grad()
+    def embed(self, data) -> list:
+        """Every weight layer's output ``h_1 .. h_L`` (the last: the logits)."""
+        return self.net.activities(data.x.to(self.net.device))[1:]
+
+    @torch.no_grad()
+    def evaluate(self, data) -> dict:
+        fit, val = fit_val_rows(data, self.options.get("val_fraction", 0.1))
+        pred = self.predict(data)
+        return {name: accuracy(pred, data.y, idx) for name, idx in
+                (("val_accuracy", val), ("test_accuracy", data.test_idx), ("train_accuracy", fit))}
 
 
-__all__ = ["PEPITAMLP"]
+class PEPITATrainer(MLPTrainer):
+    def validate(self, stage):
+        return self.net.evaluate(self.x_val, self.y_val)
+
+
+register("pepita", task="mlp", models=("mlp",), schedule="simultaneous", model=PEPITAModel,
+         defaults={"lr": 0.01, "weight_decay": 0.0, "patience": MLP_PATIENCE},
+         options=(BATCH_SIZE,
+                  Option("momentum", float, 0.9, "SGD momentum", minimum=0.0, maximum=1.0),
+                  positive_float("feedback_scale", 0.05, "scale of the fixed feedback matrix F (times "
+                                 "sqrt(6 / Din))"),
+                  choice("output_error", "modulated", ("modulated", "clean"),
+                         "the output layer learns from the modulated pass's error or the clean pass's"),
+                  Option("bias", bool, False, "learn biases too (the paper has none)"),
+                  VAL_FRACTION),
+         description="PEPITA: two forward passes, error-modulated input, no backward pass")(PEPITATrainer)
+
+
+__all__ = ["PEPITAMLP", "PEPITAModel", "PEPITATrainer"]

@@ -1,18 +1,22 @@
-"""MLP forward-learning family (ffkernels.train.mlp): closed-form local gradients against
-autograd (float64), negatives never carry the true label, short training runs beat chance on
-digits, seeded runs repeat exactly."""
+"""The MLP forward-learning families (ffkernels.algorithms.mlp_ff: ff, ff-hard, symba, cff;
+ffkernels.algorithms.pepita): closed-form local gradients against autograd (float64),
+negatives never carry the true label, short runs through ffkernels.fit beat chance on digits,
+seeded runs repeat exactly, options are the algorithm's own."""
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from ffkernels.datasets import load
+import ffkernels
+from ffkernels.algorithms import mlp_ff
+from ffkernels.algorithms.mlp_common import (fit_val_rows, hard_wrong_labels, make_generator, uniform_wrong_labels,
+                                             validation_split, with_label)
+from ffkernels.algorithms.mlp_ff import (FFMLP, CollaborativeFFMLP, SoftmaxHead, SymBaMLP, collaborative_ff_objective,
+                                         softmax_cross_entropy_grad)
+from ffkernels.algorithms.pepita import PEPITAMLP
+from ffkernels.datasets import Dataset, load
 from ffkernels.nn import FFLinear
-from ffkernels.train.mlp import (FFMLP, PEPITAMLP, CollaborativeFFMLP, SoftmaxHead, SymBaMLP,
-                                 collaborative_ff_objective, softmax_cross_entropy_grad, train_mlp)
-from ffkernels.train.mlp_common import (hard_wrong_labels, make_generator, uniform_wrong_labels, validation_split,
-                                        with_label)
 from ffkernels.train.registry import load_algorithms
 
 TOL = 1e-6
@@ -148,7 +152,6 @@ def test_collaborative_gamma_is_other_layers_goodness(digits):
     seen = []
     original = collaborative_ff_objective
 
-    import ffkernels.train.mlp_ff as mlp_ff
     def spy(h, positive, gamma, theta, temperature=1.0, goodness="sum"):
         seen.append((h.detach().clone(), gamma.detach().clone(), theta))
         return original(h, positive, gamma, theta, temperature, goodness)
@@ -272,13 +275,59 @@ def test_validation_split_is_fixed_and_disjoint(digits):
     assert not set(val.tolist()) & set(digits.test_idx.tolist())
 
 
+def test_fit_val_rows_use_the_datasets_validation_split(digits):
+    fit, val = fit_val_rows(digits, 0.1)
+    want_fit, want_val = validation_split(digits.train_idx, 0.1)
+    assert torch.equal(fit, want_fit) and torch.equal(val, want_val)
+    with_val = Dataset("d", digits.x, digits.y, digits.train_idx[:1000], digits.train_idx[1000:], digits.test_idx,
+                       digits.num_classes)
+    fit, val = fit_val_rows(with_val, 0.1)
+    assert torch.equal(fit, with_val.train_idx) and torch.equal(val, with_val.val_idx)
+
+
 # ---------------------------------------------------------------------------------------------
-# registry, short training runs, seeding
+# registry, options, short training runs through ffkernels.fit, seeding, resume
+
+MLP_ALGOS = ("ff", "ff-hard", "symba", "cff", "pepita")
+
 
 def test_algorithms_registered():
     algos = load_algorithms()
-    for name in ("ff", "ff-hard", "symba", "cff", "pepita"):
-        assert algos[name].task == "mlp" and "mlp" in algos[name].models
+    for name in MLP_ALGOS:
+        spec = algos[name]
+        assert spec.task == "mlp" and spec.models == ("mlp",) and spec.schedule == "simultaneous"
+    ff = {o.name: o.default for o in algos["ff"].options.all()}
+    assert (ff["lr"], ff["weight_decay"], ff["patience"], ff["batch_size"]) == (3e-3, 0.0, 25, 64)
+    pepita = {o.name: o.default for o in algos["pepita"].options.all()}
+    assert (pepita["lr"], pepita["weight_decay"], pepita["patience"], pepita["momentum"]) == (0.01, 0.0, 25, 0.9)
+    assert algos["ff-hard"].variant["negatives"] == "hard" and algos["ff"].variant["negatives"] == "uniform"
+
+
+@pytest.mark.parametrize("algo,option", [
+    ("symba", dict(theta=2.0)),            # symba's loss has no threshold
+    ("symba", dict(temperature=2.0)),
+    ("ff", dict(alpha=2.0)),               # alpha is symba's
+    ("ff", dict(hard_temperature=2.0)),    # only ff-hard samples hard negatives
+    ("cff", dict(negatives="hard")),
+    ("pepita", dict(theta=2.0)),
+    ("pepita", dict(inference="softmax")),
+    ("ff", dict(momentum=0.5)),            # momentum is pepita's (SGD)
+])
+def test_option_of_another_algorithm_is_an_error(algo, option):
+    with pytest.raises(ValueError, match="has no option"):
+        ffkernels.fit("digits", algo, progress=False, epochs=1, **option)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(normalize="max"), "normalize must be one of"),
+    (dict(score_layers="last"), "score_layers must be one of"),
+    (dict(val_fraction=1.0), "val_fraction must be <="),
+    (dict(batch_size=0), "batch_size must be >= 1"),
+    (dict(inference="softmax", head=False), "needs head=True"),
+])
+def test_bad_option_values_are_errors(bad, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        ffkernels.fit("digits", "ff", progress=False, epochs=1, **bad)
 
 
 SHORT = {"ff": 6, "ff-hard": 6, "symba": 3, "cff": 6, "pepita": 4}
@@ -286,14 +335,16 @@ SHORT = {"ff": 6, "ff-hard": 6, "symba": 3, "cff": 6, "pepita": 4}
 
 @pytest.mark.parametrize("algo", sorted(SHORT))
 def test_short_run_beats_chance(algo):
-    out = train_mlp(algo, layers=2, hidden=64, epochs=SHORT[algo], progress=False)
-    assert out["test_accuracy"] > 0.6, out
-    assert out["val_accuracy"] > 0.6, out
-    assert out["epochs_per_layer"] == [out["epochs_per_layer"][0]] * 2
-    assert 0.0 <= out["test_accuracy"] <= 1.0
+    trained = ffkernels.fit("digits", algo, layers=2, hidden=64, epochs=SHORT[algo], progress=False)
+    m, report = trained.metrics, trained.report
+    assert m["test_accuracy"] > 0.6, m
+    assert m["val_accuracy"] > 0.6, m
+    assert report["epochs_per_layer"] == [report["total_epochs"]]  # one simultaneous stage
+    assert report["n_val"] == round(0.1 * 1438) and report["n_fit"] == 1438 - report["n_val"]
     if algo != "pepita":
-        assert out["inference"] in ("goodness", "softmax")
-        assert {"test_accuracy_goodness", "test_accuracy_softmax"} <= set(out)
+        assert report["inference"] in ("goodness", "softmax") and report["inference"] == trained.model.mode
+        assert m["test_accuracy"] == m[f"test_accuracy_{report['inference']}"]
+        assert {"test_accuracy_goodness", "test_accuracy_softmax"} <= set(m)
 
 
 @pytest.mark.parametrize("cls", [FFMLP, SymBaMLP, CollaborativeFFMLP, PEPITAMLP])
@@ -302,57 +353,68 @@ def test_seeded_runs_repeat(digits, cls):
     kwargs = dict(hidden=32, layers=2, seed=11)
     if cls is not PEPITAMLP:
         kwargs["negatives"] = "hard"
-    a = cls(64, 10, **kwargs).fit(x, y, epochs=2, batch_size=50)
-    b = cls(64, 10, **kwargs).fit(x, y, epochs=2, batch_size=50)
+
+    def trained(**kw):
+        model = cls(64, 10, **kw)
+        for _ in range(2):
+            model.train_epoch(x, y, 50)
+        return model
+
+    a, b = trained(**kwargs), trained(**kwargs)
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert ka == kb and torch.equal(va, vb), ka
-    c = cls(64, 10, **{**kwargs, "seed": 12}).fit(x, y, epochs=2, batch_size=50)
+    c = trained(**{**kwargs, "seed": 12})
     assert not torch.equal(next(iter(a.parameters())), next(iter(c.parameters())))
 
 
-def test_runner_is_repeatable_and_respects_extra():
-    kw = dict(layers=1, hidden=32, epochs=2, progress=False, extra={"inference": "goodness"})
-    a = train_mlp("ff", **kw)
-    b = train_mlp("ff", **kw)
-    assert a["test_accuracy"] == b["test_accuracy"] and a["inference"] == "goodness"
-    assert a["test_accuracy"] == a["test_accuracy_goodness"]
+def test_inference_mode_is_honoured_and_kept_by_a_saved_model(tmp_path):
+    kw = dict(layers=1, hidden=32, epochs=2, progress=False)
+    a = ffkernels.fit("digits", "ff", inference="goodness", **kw)
+    b = ffkernels.fit("digits", "ff", inference="goodness", **kw)
+    assert a.metrics == b.metrics and a.report["inference"] == "goodness"
+    assert a.metrics["test_accuracy"] == a.metrics["test_accuracy_goodness"]
+    best = ffkernels.fit("digits", "ff", **kw)  # inference="best": chosen on validation after training
+    m = best.metrics
+    want = "softmax" if m["val_accuracy_softmax"] > m["val_accuracy_goodness"] else "goodness"
+    assert best.model.mode == want and m["val_accuracy"] == m[f"val_accuracy_{want}"]
+    path = str(tmp_path / "ff.pt")
+    best.save(path)
+    again = ffkernels.load_model(path)
+    assert again.model.mode == want
+    assert torch.equal(again.predict("digits"), best.predict("digits"))
+    assert again.evaluate("digits") == best.metrics
 
 
-def test_runner_restores_thread_count():
+def test_embed_gives_every_layer(digits):
+    trained = ffkernels.fit("digits", "cff", layers=3, hidden=16, epochs=1, progress=False)
+    h = trained.embed("digits")
+    assert [t.shape for t in h] == [(digits.num_nodes, 16)] * 3
+    pep = ffkernels.fit("digits", "pepita", layers=3, hidden=16, epochs=1, progress=False)
+    assert [t.shape[1] for t in pep.embed("digits")] == [16, 16, 10]  # layers counts the output layer
+
+
+def test_fit_restores_thread_count():
     torch.set_num_threads(2)
     try:
-        train_mlp("pepita", layers=2, hidden=16, epochs=1, progress=False)
+        ffkernels.fit("digits", "pepita", layers=2, hidden=16, epochs=1, progress=False)
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)
 
 
-@pytest.mark.parametrize("cls", [FFMLP, CollaborativeFFMLP, PEPITAMLP])
-def test_resume_equals_uninterrupted(digits, cls, tmp_path):
-    fit, val = validation_split(digits.train_idx[:500])
-    data = dict(x_val=digits.x[val], y_val=digits.y[val], epochs=6, batch_size=64, val_every=2, patience=10)
-    kwargs = dict(hidden=24, layers=2, seed=3)
-    if cls is FFMLP:
-        kwargs["negatives"] = "hard"
-    x, y = digits.x[fit], digits.y[fit]
-    full = cls(64, 10, **kwargs).fit(x, y, **data)
+@pytest.mark.parametrize("algo", ["ff-hard", "cff", "pepita"])
+def test_resume_on_the_carved_validation_split(algo, tmp_path):
+    """digits has no validation split: the carved rows are the same in the resumed run and in
+    evaluate (the engine's own resume test runs on data with a validation split)."""
+    kw = dict(layers=2, hidden=24, epochs=6, val_every=2, patience=10, seed=3, progress=False)
+    full = ffkernels.fit("digits", algo, **kw)
     path = str(tmp_path / "ckpt.pt")
-    part = cls(64, 10, **kwargs).fit(x, y, save=path, stop_after_epochs=3, **data)
-    assert part.stopped and part.epochs_trained == 3
-    resumed = cls(64, 10, **kwargs).fit(x, y, resume=path, **data)
-    assert not resumed.stopped and resumed.epochs_trained == full.epochs_trained
-    for (k, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+    part = ffkernels.fit("digits", algo, save=path, stop_after_epochs=3, **kw)
+    assert part.report["stopped"] and part.report["total_epochs"] == 3
+    resumed = ffkernels.fit("digits", algo, resume=path, **kw)
+    for (k, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), k
-    assert resumed.history == full.history
-
-
-def test_runner_resume(tmp_path):
-    path = str(tmp_path / "run.pt")
-    kw = dict(layers=2, hidden=24, epochs=5, val_every=1, progress=False)
-    full = train_mlp("symba", **kw)
-    stopped = train_mlp("symba", save=path, stop_after_epochs=2, **kw)
-    assert stopped["stopped"] and stopped["total_epochs"] == 2
-    resumed = train_mlp("symba", resume=path, **kw)
-    assert resumed["test_accuracy"] == full["test_accuracy"] and resumed["total_epochs"] == full["total_epochs"]
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
+    assert resumed.metrics == full.metrics == full.evaluate("digits")
     with pytest.raises(ValueError):
-        train_mlp("symba", resume=path, **{**kw, "hidden": 32})
+        ffkernels.fit("digits", algo, resume=path, **{**kw, "hidden": 32})
