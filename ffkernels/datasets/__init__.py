@@ -1,4 +1,5 @@
-"""Bundled datasets (shipped inside the package: nothing is ever downloaded) and a generator.
+"""Datasets: the bundled ones (shipped inside the package: nothing is ever downloaded), your
+own data (tensors, PyG ``Data``, ``.npz`` files, OGB directories on disk) and a generator.
 
 - Graphs: ``cora``, ``citeseer`` (Planetoid public splits) and ``cora_ml`` (the ForwardGNN
   paper's five 64/16/20 splits, features row-normalised as the paper does).
@@ -6,6 +7,8 @@
   BSD-3 licence; stored here as uint8 with a fixed seeded 80/20 train/test split, so
   scikit-learn is not needed).
 - :func:`synthetic`: a seeded graph with learnable labels, 10^3 to 10^7 nodes.
+- Your data: :meth:`Dataset.from_tensors`, :meth:`Dataset.from_pyg`. Every field is
+  validated; errors name the source and the field.
 """
 from __future__ import annotations
 

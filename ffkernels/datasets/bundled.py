@@ -45,7 +45,7 @@ def load(name: str, split: int = 0, device="cpu") -> Dataset:
             x = torch.from_numpy(data["x"].astype(np.float32) / 16.0)
             y = torch.from_numpy(data["y"])
             ds = Dataset(name, x, y, torch.from_numpy(data["train_idx"]), torch.empty(0, dtype=torch.int64),
-                         torch.from_numpy(data["test_idx"]), int(y.max()) + 1)
+                         torch.from_numpy(data["test_idx"]), int(y.max()) + 1, source=name)
             return ds.to(device)
         x = _dense_features(data)
         if name == "cora_ml":
@@ -58,5 +58,5 @@ def load(name: str, split: int = 0, device="cpu") -> Dataset:
         edge_index = torch.from_numpy(data["edge_index"].astype(np.int64))
     graph = Graph.from_edge_index(edge_index, x.shape[0])
     ds = Dataset(name, torch.from_numpy(x), y, idx["train"], idx["val"], idx["test"], int(y.max()) + 1,
-                 graph, edge_index, split)
+                 graph, edge_index, split, source=name)
     return ds.to(device)

@@ -59,5 +59,5 @@ def synthetic(num_nodes: int = 10_000, avg_degree: float = 10.0, num_classes: in
     train_idx, val_idx, test_idx = perm[:n_train].sort()[0], perm[n_train:n_train + n_val].sort()[0], perm[n_train + n_val:].sort()[0]
     graph = Graph.from_edge_index(edge_index, n)
     ds = Dataset(f"synthetic-{n}", x, y, train_idx, val_idx, test_idx, c, graph, edge_index, 0,
-                 {"seed": seed, "avg_degree": avg_degree})
+                 {"seed": seed, "avg_degree": avg_degree}, source="synthetic")
     return ds.to(device)
