@@ -7,13 +7,16 @@ own data (tensors, PyG ``Data``, ``.npz`` files, OGB directories on disk) and a 
   BSD-3 licence; stored here as uint8 with a fixed seeded 80/20 train/test split, so
   scikit-learn is not needed).
 - :func:`synthetic`: a seeded graph with learnable labels, 10^3 to 10^7 nodes.
-- Your data: :meth:`Dataset.from_tensors`, :meth:`Dataset.from_pyg`. Every field is
-  validated; errors name the source and the field.
+- Your data: :meth:`Dataset.from_tensors`, :meth:`Dataset.from_pyg`, :func:`load_npz`,
+  :func:`load_ogb`, or :func:`resolve`, which takes any of these sources (``docs/data.md``).
+  Every field is validated; errors name the file (or source) and the field.
 """
 from __future__ import annotations
 
 from .bundled import DATA_DIR, DATASETS, GRAPH_DATASETS, MLP_DATASETS, NUM_SPLITS, load
 from .dataset import Dataset
 from .generator import synthetic
+from .npz import load_npz
 
-__all__ = ["Dataset", "load", "synthetic", "DATASETS", "GRAPH_DATASETS", "MLP_DATASETS", "NUM_SPLITS"]
+__all__ = ["Dataset", "load", "synthetic", "load_npz", "DATASETS", "GRAPH_DATASETS", "MLP_DATASETS",
+           "NUM_SPLITS"]
