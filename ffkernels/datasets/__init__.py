@@ -17,6 +17,7 @@ from .bundled import DATA_DIR, DATASETS, GRAPH_DATASETS, MLP_DATASETS, NUM_SPLIT
 from .dataset import Dataset
 from .generator import synthetic
 from .npz import load_npz
+from .ogb import load_ogb
 
-__all__ = ["Dataset", "load", "synthetic", "load_npz", "DATASETS", "GRAPH_DATASETS", "MLP_DATASETS",
-           "NUM_SPLITS"]
+__all__ = ["Dataset", "load", "synthetic", "load_npz", "load_ogb", "DATASETS", "GRAPH_DATASETS",
+           "MLP_DATASETS", "NUM_SPLITS"]
