@@ -18,6 +18,7 @@ from .dataset import Dataset
 from .generator import synthetic
 from .npz import load_npz
 from .ogb import load_ogb
+from .sources import num_splits, resolve
 
-__all__ = ["Dataset", "load", "synthetic", "load_npz", "load_ogb", "DATASETS", "GRAPH_DATASETS",
-           "MLP_DATASETS", "NUM_SPLITS"]
+__all__ = ["Dataset", "load", "synthetic", "load_npz", "load_ogb", "resolve", "num_splits", "DATASETS",
+           "GRAPH_DATASETS", "MLP_DATASETS", "NUM_SPLITS"]
