@@ -24,7 +24,6 @@ class Labels(dict):
 
     def __init__(self, where: str, **fields):
         super().__init__()
-        self.where = where
         self.names = {kind: fields.get(kind, kind + "_idx" if kind in SPLIT_KINDS else kind)
                       for kind in ("x", "y", "edge_index", "edge_weight", "num_classes") + SPLIT_KINDS}
         for kind, name in self.names.items():

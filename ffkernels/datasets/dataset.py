@@ -65,6 +65,9 @@ class Dataset:
                      name: str = "tensors", edge_weight=None) -> "Dataset":
         """Validate tensors (or numpy arrays) and build a Dataset on ``x``'s device.
 
+        Tensors that need no conversion are kept, not copied (as PyG does): edit them in place
+        afterwards and :meth:`fingerprint` no longer describes the data.
+
         Args:
             x: ``[N, F]`` real features (converted to float32; NaN/Inf rejected).
             edge_index: ``[2, E]`` integer (row 0 source, row 1 destination), or None for MLP data.
