@@ -163,3 +163,15 @@ def test_direct_construction_stays_positional_and_unvalidated():
     assert data.source == "tiny" and data.edge_weight is None and data.extra == {"k": 1}
     moved = data.to("cpu")
     assert moved.source == "tiny" and moved.extra == {"k": 1} and moved.extra is not data.extra
+
+
+def test_built_and_validated_on_the_device_of_x(device):
+    parts = [t.to(device) for t in random_graph_data()]
+    data = Dataset.from_tensors(*parts)
+    assert data.x.device == parts[0].device and data.graph.device == parts[0].device
+    assert data.train_idx.device == parts[0].device
+    assert data.fingerprint() == Dataset.from_tensors(*random_graph_data()).fingerprint()
+    bad = list(parts)
+    bad[5] = torch.cat([parts[5], parts[3][:1]])
+    with pytest.raises(ValueError, match="tensors: test_idx: .*also in train_idx"):
+        Dataset.from_tensors(*bad)
