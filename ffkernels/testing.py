@@ -2,15 +2,21 @@
 
 - :func:`usable_backends` / :func:`require_backend`: which kernel backends can run an op for a
   device and dtype here, so one test can check every usable backend against the reference;
-- :data:`DEVICES`: ``["cpu"]`` plus ``"cuda"`` when a GPU is present.
+- :data:`DEVICES`: ``["cpu"]`` plus ``"cuda"`` when a GPU is present;
+- :func:`random_graph_data`: a small learnable graph as plain tensors, and
+  :func:`write_npz` / :func:`write_ogb_dir` to put it on disk in the formats
+  :func:`ffkernels.datasets.resolve` reads (for tests of code that loads user data).
 
 Importing this module does not import triton; to run the Triton backend on a CPU-only machine,
 set ``TRITON_INTERPRET=1`` before anything imports triton (ffkernels' ``tests/conftest.py`` does).
 """
 from __future__ import annotations
 
+import gzip
 import importlib
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from .backends import BACKEND_NAMES
@@ -49,6 +55,110 @@ def require_backend(backend: str, op: str, device, dtype) -> None:
         pytest.skip(f"backend {backend} does not support {op} for {dtype} on {torch.device(device).type}")
 
 
+def random_graph_data(num_nodes: int = 60, num_features: int = 8, num_classes: int = 3, seed: int = 0):
+    """A small learnable graph: ``(x, edge_index, y, train_idx, val_idx, test_idx)`` tensors.
+
+    Labels are balanced; features are a class centroid plus noise (so an MLP can learn them)
+    and about 80% of the edges join nodes of one class (so aggregation helps). Edges are
+    stored in both directions, without self loops or duplicates, sorted. Splits are
+    stratified 40/20/40 per class, so every class has train, val and test nodes; each split is
+    sorted. The same seed gives the same tensors.
+    """
+    if num_nodes < 3 * num_classes:
+        raise ValueError(f"need num_nodes >= 3 * num_classes = {3 * num_classes}, got {num_nodes}")
+    gen = torch.Generator().manual_seed(seed)
+    n = num_nodes
+    y = (torch.arange(n) % num_classes)[torch.randperm(n, generator=gen)]
+    centroids = 2.0 * torch.randn(num_classes, num_features, generator=gen)
+    x = centroids[y] + 0.5 * torch.randn(n, num_features, generator=gen)
+
+    src = torch.arange(n).repeat_interleave(3)
+    order = torch.argsort(y, stable=True)
+    count = torch.bincount(y, minlength=num_classes)
+    start = torch.cumsum(count, 0) - count
+    ys = y[src]
+    same_class = order[start[ys] + (torch.rand(src.numel(), generator=gen) * count[ys]).long().clamp_max(count[ys] - 1)]
+    anywhere = torch.randint(0, n, (src.numel(),), generator=gen)
+    dst = torch.where(torch.rand(src.numel(), generator=gen) < 0.8, same_class, anywhere)
+    keep = src != dst
+    pairs = torch.cat([torch.stack([src[keep], dst[keep]]), torch.stack([dst[keep], src[keep]])], dim=1)
+    key = torch.unique(pairs[0] * n + pairs[1])
+    edge_index = torch.stack([key // n, key % n])
+
+    parts = {"train": [], "val": [], "test": []}
+    for c in range(num_classes):
+        members = torch.nonzero(y == c).view(-1)
+        members = members[torch.randperm(members.numel(), generator=gen)]
+        n_train = max(1, int(0.4 * members.numel()))
+        n_val = max(1, int(0.2 * members.numel()))
+        parts["train"].append(members[:n_train])
+        parts["val"].append(members[n_train:n_train + n_val])
+        parts["test"].append(members[n_train + n_val:])
+    train_idx, val_idx, test_idx = (torch.cat(parts[k]).sort()[0] for k in ("train", "val", "test"))
+    return x, edge_index, y, train_idx, val_idx, test_idx
+
+
+def _numpy(t):
+    return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+
+
+def write_npz(path, x, edge_index, y, train_idx, val_idx, test_idx, *, csr: bool = False, edge_weight=None) -> Path:
+    """Write data in the bundled ``.npz`` key format; returns the path.
+
+    ``csr=True`` stores the features as ``x_indptr``/``x_indices``/``x_data``/``x_shape``
+    instead of a dense ``x``. ``edge_index=None`` (MLP data) and ``val_idx=None`` omit those
+    keys. Give each of ``train_idx``/``val_idx``/``test_idx`` as a list of tensors to write
+    several splits (``train_idx_0``, ``train_idx_1``, ...).
+    """
+    path = Path(path)
+    arrays = {"y": _numpy(y).astype(np.int64)}
+    x = _numpy(x).astype(np.float32)
+    if csr:
+        rows, cols = np.nonzero(x)
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=x.shape[0]))])
+        arrays.update(x_indptr=indptr.astype(np.int64),
+                      x_indices=cols.astype(np.int64), x_data=x[rows, cols], x_shape=np.array(x.shape, dtype=np.int64))
+    else:
+        arrays["x"] = x
+    if edge_index is not None:
+        arrays["edge_index"] = _numpy(edge_index).astype(np.int64)
+    if edge_weight is not None:
+        arrays["edge_weight"] = _numpy(edge_weight).astype(np.float32)
+    for kind, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx)):
+        if idx is None:
+            continue
+        if isinstance(idx, (list, tuple)):
+            for k, one in enumerate(idx):
+                arrays[f"{kind}_idx_{k}"] = _numpy(one).astype(np.int64)
+        else:
+            arrays[f"{kind}_idx"] = _numpy(idx).astype(np.int64)
+    np.savez(path, **arrays)
+    return path
+
+
+def write_ogb_dir(root, x, edge_index, y, train_idx, val_idx, test_idx, *, split_name: str = "random",
+                  unlabelled: str = "") -> Path:
+    """Write data as an OGB node-property-prediction directory (raw CSV layout); returns ``root``.
+
+    ``raw/edge.csv.gz`` (``src,dst`` rows in ``edge_index`` order), ``raw/node-feat.csv.gz``
+    (9 significant digits: float32 values read back exactly), ``raw/node-label.csv.gz`` (label
+    -1 written as ``unlabelled``, e.g. ``""`` or ``"nan"``) and
+    ``split/<split_name>/{train,valid,test}.csv.gz``. Calling it again with another
+    ``split_name`` adds a second split directory.
+    """
+    root = Path(root)
+    (root / "raw").mkdir(parents=True, exist_ok=True)
+    split_dir = root / "split" / split_name
+    split_dir.mkdir(parents=True, exist_ok=True)
+    np.savetxt(root / "raw" / "node-feat.csv.gz", _numpy(x).astype(np.float32), fmt="%.9g", delimiter=",")
+    np.savetxt(root / "raw" / "edge.csv.gz", _numpy(edge_index).astype(np.int64).T.reshape(-1, 2), fmt="%d",
+               delimiter=",")
+    with gzip.open(root / "raw" / "node-label.csv.gz", "wt") as handle:
+        handle.writelines(f"{unlabelled if v < 0 else v}\n" for v in _numpy(y).astype(np.int64).tolist())
+    for stem, idx in (("train", train_idx), ("valid", val_idx), ("test", test_idx)):
+        np.savetxt(split_dir / f"{stem}.csv.gz", _numpy(idx).astype(np.int64).reshape(-1), fmt="%d")
+    return root
+
 
 
 def build_trainer(algo: str, data, **options):
@@ -63,5 +173,5 @@ def build_trainer(algo: str, data, **options):
     model = spec.model(resolved, dims, spec.variant).to(data.x.device)
     return spec.trainer(spec, resolved, data, model)
 
-
-__all__ = ["DEVICES", "KERNEL_BACKENDS", "backend_module", "usable_backends", "require_backend", "build_trainer"]
+__all__ = ["DEVICES", "KERNEL_BACKENDS", "backend_module", "usable_backends", "require_backend",
+           "random_graph_data", "write_npz", "write_ogb_dir", "build_trainer"]
