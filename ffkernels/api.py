@@ -25,12 +25,8 @@ MODEL_FORMAT = "ffkernels-model-v1"
 
 
 def _resolve_data(data, split: int, device):
-    from . import datasets
-    if hasattr(datasets, "resolve"):
-        return datasets.resolve(data, split=split, device=device)
-    if isinstance(data, datasets.Dataset):
-        return data.to(device)
-    return datasets.load(data, split=split, device=device)
+    from .datasets import resolve
+    return resolve(data, split=split, device=device)
 
 
 def _algorithms():
@@ -198,7 +194,7 @@ def fit(data="cora_ml", algo: str = "sf", model: str | None = None, layers: int 
     epochs = [st["epochs"] for st in result.stages]
     report = {
         "algo": algo, "task": spec.task, "model": resolved["model"], "dataset": ds.name,
-        "data_source": getattr(ds, "source", ds.name), "split": split, "device": str(device),
+        "data_source": ds.source, "split": split, "device": str(device),
         "backend": backend_name(device), "options": resolved, "stopped": result.stopped,
         "epochs_per_layer": epochs, "total_epochs": result.total_epochs,
         "setup_seconds": result.setup_seconds, "train_seconds": result.train_seconds,

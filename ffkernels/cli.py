@@ -156,15 +156,6 @@ def _check_device(args):
         os.environ["FFKERNELS_BACKEND"] = args.backend
 
 
-def _num_splits(source) -> int:
-    from . import datasets
-    if hasattr(datasets, "num_splits"):
-        return datasets.num_splits(source)
-    if source not in datasets.NUM_SPLITS:
-        raise ValueError(f"must be a bundled name ({', '.join(datasets.DATASETS)}) or a path, got {source!r}")
-    return datasets.NUM_SPLITS[source]
-
-
 def _split_path(path, split, many):
     if path is None or not many:
         return path
@@ -265,7 +256,8 @@ def cmd_train(argv) -> int:
     _check_device(args)
     splits = parse_splits(args.splits) if args.splits is not None else [args.split]
     try:
-        available = _num_splits(args.dataset)
+        from .datasets import num_splits
+        available = num_splits(args.dataset)
     except ValueError as exc:
         raise UsageError(f"--dataset: {exc}") from None
     for s in splits:

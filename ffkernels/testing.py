@@ -160,7 +160,6 @@ def write_ogb_dir(root, x, edge_index, y, train_idx, val_idx, test_idx, *, split
     return root
 
 
-
 def build_trainer(algo: str, data, **options):
     """The registered ``algo``'s :class:`~ffkernels.train.Trainer` on ``data`` with its model
     built from ``options`` (resolved as ``ffkernels.fit`` resolves them), without training:
@@ -172,6 +171,7 @@ def build_trainer(algo: str, data, **options):
     dims = {"num_features": data.num_features, "num_classes": data.num_classes}
     model = spec.model(resolved, dims, spec.variant).to(data.x.device)
     return spec.trainer(spec, resolved, data, model)
+
 
 __all__ = ["DEVICES", "KERNEL_BACKENDS", "backend_module", "usable_backends", "require_backend",
            "random_graph_data", "write_npz", "write_ogb_dir", "build_trainer"]

@@ -213,19 +213,6 @@ class _DeferredInterrupt:
 
 
 # ---------------------------------------------------------------------------- checks
-def data_fingerprint(data) -> str:
-    """The dataset's content digest (checkpoints refuse to resume on other data)."""
-    if hasattr(data, "fingerprint"):
-        return data.fingerprint()
-    import hashlib
-    h = hashlib.blake2b(digest_size=10)
-    for t in (data.x, data.y, data.train_idx, data.val_idx, data.test_idx, data.edge_index):
-        if t is not None:
-            h.update(str(tuple(t.shape)).encode())
-            h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def check_data(spec, data) -> None:
     """The dataset has what the algorithm's task needs (checked before any work)."""
     if spec.task in ("node", "link") and data.graph is None:
@@ -268,13 +255,13 @@ class _Run:
         self.stages = list(ckpt["stages"]) if ckpt else []
         self.total_epochs = ckpt["position"]["total_epochs"] if ckpt else 0
         self.log = EpochLog(self.history, settings.log, settings.tensorboard)
-        self.fingerprint = data_fingerprint(data)
+        self.fingerprint = data.fingerprint()
 
     def _save(self, stage, epoch, stage_done, stopper=None, done=False) -> None:
         trainer = self.trainer
         state = {
             "algo": self.spec.name, "options": self.options, "data_fingerprint": self.fingerprint,
-            "data_source": getattr(self.data, "source", self.data.name),
+            "data_source": self.data.source,
             "position": {"stage": stage, "epoch": epoch, "stage_done": stage_done, "done": done,
                          "total_epochs": self.total_epochs},
             "model": self.model.state_dict(),
@@ -404,7 +391,7 @@ def run(spec, options: dict, data, settings: RunSettings | None = None) -> RunRe
     ckpt = None
     if settings.resume is not None:
         ckpt = read_checkpoint(settings.resume)
-        check_compatible(ckpt, settings.resume, spec.name, options, data_fingerprint(data))
+        check_compatible(ckpt, settings.resume, spec.name, options, data.fingerprint())
     check_memory(options, data)
     device = data.x.device
     dims = {"num_features": data.num_features, "num_classes": data.num_classes}
