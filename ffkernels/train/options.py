@@ -173,5 +173,28 @@ def add_to_parser(parser, option_set: OptionSet) -> None:
                                help=text, metavar=None if opt.choices else opt.type.__name__.upper())
 
 
-__all__ = ["Option", "OptionSet", "COMMON", "COMMON_NAMES", "resolve_options", "add_to_parser", "positive_int",
+def _shown(value) -> str:
+    return "the algorithm's choice" if value is None else f"`{value!r}`"
+
+
+def options_markdown(algorithms: dict) -> str:
+    """The options of every registered algorithm as Markdown tables (docs/api.md's table)."""
+    out = ["| common option | type | default | meaning |", "|---|---|---|---|"]
+    for opt in COMMON:
+        out.append(f"| `{opt.name}` | {opt.type.__name__} | {_shown(opt.default)} | {opt.help} |")
+    out.append("")
+    out.append("| algo | models | its defaults | its own options (type, default: meaning) |")
+    out.append("|---|---|---|---|")
+    for name, spec in sorted(algorithms.items()):
+        defaults = ", ".join(f"`{k}={v!r}`" for k, v in sorted(spec.options.defaults.items())) or "-"
+        own = "<br>".join(
+            f"`{o.name}` ({o.type.__name__}, {_shown(o.default)}"
+            + (f", one of {', '.join(o.choices)}" if o.choices else "") + f"): {o.help}"
+            for o in spec.options.options) or "-"
+        out.append(f"| `{name}` | {', '.join(spec.models)} | {defaults} | {own} |")
+    return "\n".join(out) + "\n"
+
+
+__all__ = ["options_markdown", "Option", "OptionSet", "COMMON", "COMMON_NAMES", "resolve_options", "add_to_parser", "positive_int",
            "positive_float", "nonnegative_float", "choice"]
+

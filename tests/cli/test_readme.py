@@ -43,3 +43,27 @@ def test_layer_examples_run(one_thread):
     namespace.update(x=x, mlp_x=mlp_x)
     exec(code, namespace)
     assert namespace["h"].shape == (n, 128)
+
+
+def test_training_example_runs(one_thread, tmp_path, monkeypatch):
+    code = _python_block_after("### Training")
+    assert "ffkernels.fit(" in code
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(code.replace("hidden=128)", "hidden=128, epochs=6, progress=False)"), namespace)
+    assert namespace["labels"].shape == (2995,) and len(namespace["layers_h"]) == 4
+    assert namespace["again"].metrics == namespace["trained"].metrics
+
+
+def test_own_graph_example_trains_and_predicts(tmp_path, monkeypatch):
+    from ffkernels.cli import main
+    monkeypatch.chdir(tmp_path)
+    exec(_python_block_after("### Your own graph"), {})
+    text = README.read_text().split("### Your own graph", 1)[1]
+    commands = text.split("```bash", 1)[1].split("```", 1)[0]
+    lines = [line.split("#")[0].split() for line in commands.strip().splitlines()]
+    assert [words[:2] for words in lines] == [["ffkernels", "train"], ["ffkernels", "predict"]]
+    for words in lines:
+        assert main(words[1:] + ["--quiet"]) == 0
+    rows = (tmp_path / "predictions.csv").read_text().splitlines()
+    assert rows[0] == "node,prediction" and len(rows) == 601
