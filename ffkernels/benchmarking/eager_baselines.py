@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..algorithms.common import augment_with_virtual_nodes
+from ..train.metrics import accuracy
 from ..algorithms.mlp_common import make_generator, minibatches, uniform_wrong_labels, validation_split, with_label
 
 
@@ -153,10 +154,6 @@ class _Stopper:
             module.load_state_dict(self.best_state)
 
 
-def _acc(pred: torch.Tensor, y: torch.Tensor) -> float:
-    return float((pred == y).float().mean()) if y.numel() else 0.0
-
-
 def _report(progress, label, epoch, total, **metrics):
     """``progress``: None (the suite's workers are silent) or ``callable(label, epoch, total, **metrics)``."""
     if progress is not None:
@@ -201,7 +198,7 @@ def run_sf_eager(config, data, progress=None) -> dict:
             for layer in stack:
                 h = F.relu(layer(l2_normalize(h), edge_index))
                 p = p + torch.softmax(h[:n] @ h[virtual_idx].t(), dim=1)
-            return _acc(p[idx].argmax(1), data.y[idx])
+            return accuracy(p[idx].argmax(1), data.y[idx])
 
     x_in = x_raw
     epochs_per_layer = []
@@ -279,7 +276,7 @@ def run_ff_la_eager(config, data, progress=None) -> dict:
                     h = F.relu(layer(l2_normalize(h), edge_index))
                     s = s + (h.pow(2).mean(dim=1) - theta)
                 scores.append(s)
-            return _acc(torch.stack(scores, 1)[idx].argmax(1), y[idx])
+            return accuracy(torch.stack(scores, 1)[idx].argmax(1), y[idx])
 
     epochs_per_layer = []
     for depth in range(config.layers):
@@ -345,7 +342,7 @@ def run_ff_mlp_eager(config, data, progress=None) -> dict:
                     if i >= first:
                         s = s + h.pow(2).sum(dim=1)
                 scores.append(s)
-            return _acc(torch.stack(scores, 1).argmax(1), data.y[idx])
+            return accuracy(torch.stack(scores, 1).argmax(1), data.y[idx])
 
     stopper = _Stopper(config.patience)
     epoch = 0
@@ -418,7 +415,7 @@ def _bp_train(model, x, edge_index, y, fit_idx, val_idx, test_idx, config, progr
         model.eval()
         with torch.no_grad():
             out = model(x[idx], None) if edge_index is None else model(x, edge_index)[idx]
-            return _acc(out.argmax(1), y[idx])
+            return accuracy(out.argmax(1), y[idx])
 
     epoch = 0
     for epoch in range(1, config.epochs + 1):
