@@ -1,156 +1,59 @@
-"""Forward-Forward for graphs: label appending (FF-LA) and virtual nodes (FF-VN), ALGORITHMS.md 1.6.
+"""Forward-Forward for graphs: label appending ``ff-la`` and virtual nodes ``ff-vn``
+(docs/algorithms.md#ff-la, docs/algorithms.md#ff-vn), greedy layer-wise.
 
-Both are greedy layer-wise (section 2): each layer trains to its own early stop on the cached,
-frozen outputs of the layer below; nothing below is ever re-run.
+Each layer trains to its own early stop on the cached, frozen outputs of the layer below. A
+layer sees several *streams* (training: the positive and ``C - 1`` negatives; inference: one
+per class) that share the graph and the features and differ only in the label part, so the
+``C`` passes are batched: one GEMM over the shared feature part for all streams plus a small
+per-stream label term (FF-LA) or a ``C x D`` gather (FF-VN).
 
-How the C label variants are batched
-------------------------------------
-Every stream (positive, C-1 negatives at training; one per class at inference) shares the graph
-and differs only in the label part, so a layer's prepared input splits into a part shared by all
-streams and a small per-stream part:
-
-- FF-LA, first layer: the input row is ``n([x || l])``. The l2 norm of ``[x || l]`` depends on
-  ``l`` only through ``||l||``, which is the same for a node in every stream (one-hot for
-  labelled/queried nodes, uniform 1/C otherwise), so ``Agg(n([x||l_k])) = [Agg(r x) | Agg(r l_k)]``
-  with one row scale ``r`` for all streams. ``Agg(r x)`` (``N x F``, F = 2,879 on Cora-ML) is
-  computed once; each stream adds an ``N x C`` label part. A step costs one GEMM over the
-  shared part for all C streams (``dW_x = Agg(r x)^T sum_k dZ_k``), not C of them.
-- FF-LA, deeper layers: each stream has its own hidden state; their prepared rows (aggregated
-  once per layer, since the input is frozen) are stacked into one ``[S * n, D]`` matrix.
-- FF-VN, every layer: all streams share the input features and the real edges; stream k only
-  changes which virtual node each queried node links to. For a queried row i,
-  ``prepared_k[i] = base[i] + coef_k[i] * u_{v_k(i)}`` (GCN: ``coef = d_i^-1/2 d_v^-1/2``;
-  SAGE-mean: ``1 / deg_i`` in the neighbour block), so ``Z_k = base W^T + coef_k * (U_V W^T)[v_k]``:
-  one shared GEMM plus a ``C x D`` gather per stream.
-
-Inference: for each class c the eval nodes get label c (appended, or linked to ``v_c``), labelled
-nodes keep their true label (training labels for validation, training + validation for test,
-as the reference), the score is ``sum_l (mean_d H^2 - theta)``, argmax over c.
-
-Reference quirks, diagnosis and the corrected defaults
-------------------------------------------------------
-All figures: Cora-ML split 0, GCN, hidden 128, seed 0, theta 2, sum goodness, Adam wd 5e-4,
-validation every 2 epochs; "p10" = patience 10 validations, "p100" = the reference's 100.
-Times are one CPU thread on the shared 2-core machine.
-
-1. FF-LA negatives (:data:`LA_NOTES`). The reference relabels *every* training node in each
-   negative copy; inference queries one class for the eval nodes while every labelled node keeps
-   its true label. Measured with the reference form (``negatives="graph"``): lr 1e-3, 2 layers,
-   p10: 52.6% after layer 1, 29.5% after layer 2 (best validation at epoch 2); lr 1e-2: 29.0%
-   (every eval node gets the same class). With ``negatives="query"`` (default): lr 1e-2, p10,
-   2 layers 82.8%, 4 layers 83.0% (20 s); p100, 4 layers 83.5% (61 s). Each added layer keeps or
-   raises the accuracy (81.6 / 82.8 / 82.6 / 83.0% after layers 1-4, p10).
-2. FF-VN virtual-link weight (:data:`VN_NOTES`). With the GCN normalisation of the augmented
-   graph (``vn_degree="batch"``, the reference), a training node's virtual neighbour has degree
-   ~270 (all its class's training nodes), so its coefficient ``(d_i d_v)^-1/2`` is ~0.026 against
-   a real-neighbourhood part of norm ~0.43: after 60 epochs at lr 1e-2 positive rows beat their
-   negatives only 62% of the time, the goodness sits at theta (loss 1.37 = 2 log 2), and every eval
-   node is predicted as the largest class (29.0%, 2 or 4 layers, any patience tried). At inference
-   the reference also links *all* eval nodes to ``v_c`` at once, so ``v_c``'s degree grows by the
-   number of eval nodes, a class-dependent factor absent from training. ``vn_degree="unit"``
-   (default) weights the virtual link like a degree-1 neighbour (``d_i^-1/2 / sqrt(2)``) in
-   training, inference and the fed-forward input, the same for every stream: layer 1 reaches 84.6%
-   validation in 60 epochs; lr 1e-2 p10: 2 layers 85.3%, 4 layers 85.0% (55 s at 2 threads under
-   load); p100 4 layers 86.1% (52 s). The virtual rows themselves (their class members' GCN
-   aggregate, a class prototype, the input of the next layer) keep the plain GCN normalisation.
-3. Learning rate: :data:`DEFAULT_LR` = 1e-2 when the caller does not choose one (the command line
-   without ``--lr``); the reference's 1e-3 leaves the goodness (about 0.015 at initialisation on
-   l2-normalised inputs) far below theta = 2 for hundreds of epochs.
-
-The reference forms stay available: ``extra={"negatives": "graph"}`` / ``{"vn_degree": "batch"}``
-with ``lr=1e-3``. Layers are combined at inference as the reference does (sum of every layer's
-score); the corrected forms did not need a validation-chosen subset (no layer lowered the score).
-
-Five splits (lr 1e-2, patience 10, 4 layers, 1 thread): FF-LA 82.97 / 87.15 / 84.81 / 85.98 /
-83.97% (mean 84.98%, 14-18 s a run); FF-VN 84.97 / 88.48 / 87.31 / 89.65 / 86.81% (mean 87.44%,
-10-13 s a run).
-
-Not solved: FF-LA on Cora's public split (140 labelled nodes, 1 layer) scores ~11% test with
-either negatives form: at inference all 1,000 test nodes carry the queried class at once and most
-of their neighbours are eval nodes, so the aggregated label part shifts far from training's
-(mostly uniform 1/C neighbours); Cora-ML has 64% of its nodes labelled.
+Memory: the features are never copied per stream or per setting. The first layer keeps only
+the rows its loss and its validation read (``Agg(r x)[rows]``, built in column blocks, no
+``[N, F]`` temporary); every full-row pass (the output fed to the next layer, inference) is
+projection-first (``Agg(r (x W^T))``, ``[N, D]`` temporaries). Inference runs one class stream
+at a time through all layers. Measured figures and the reference's quirks: docs/algorithms.md.
 """
 from __future__ import annotations
-
-import time
 
 import torch
 
 from .. import ops
 from ..nn.functional import normalize_rows
-from ..nn.linear import FFGCNConv, FFSAGEConv
-from .common import accuracy, augment_with_virtual_nodes, build_layer, seed_everything, virtual_node_features
-from .greedy import train_layer
-from .progress import Progress
-from .registry import TrainConfig, register_algorithm
+from ..train.metrics import accuracy
+from ..train.options import Option, choice, positive_float
+from ..train.registry import Model, Trainer, register
+from .common import build_layer, project_forward, virtual_node_features
 
-LA_NOTES = """\
-Reference quirk: the reference's negative copy k relabels *every* training node at once (each
-with its own wrong class), while inference queries one label for the eval nodes with every
-training node keeping its *true* label. Deeper layers learn to separate positive from negative
-streams by whole-neighbourhood label consistency (in a negative copy all neighbours are wrong),
-a cue that is the same for every candidate class at inference; summed goodness of such layers
-only adds class-independent noise to the score, so validation is best at epoch 1 and accuracy
-falls as they train. Corrected default (negatives="query"): split the training nodes into two
-fixed halves; in each half's streams, the other half keeps its true labels (like the labelled
-nodes at inference) and only the queried half is relabelled in the negatives; the loss is on
-queried rows. The reference form is negatives="graph". Measured (Cora-ML split 0, GCN, lr 1e-2,
-patience 10): graph 29.0% (2 layers), query 82.8% (2 layers) / 83.0% (4 layers).
-"""
-
-VN_NOTES = """\
-Reference quirk: on the GCN-normalised augmented graph the virtual link's coefficient is
-(d_i d_v)^-1/2 with d_v ~ the number of training nodes of the class (~270 on Cora-ML), ~0.026
-against a real-neighbourhood part of norm ~0.43; the label signal is too weak to learn (29.0%,
-every eval node predicted as the largest class), and at inference all eval nodes link to v_c at
-once, so d_v jumps by their number. Corrected default (vn_degree="unit"): the virtual link weighs
-like a degree-1 neighbour, d_i^-1/2 / sqrt(2), in every stream, at inference and in the input fed
-to the next layer: 85.0% (4 layers, patience 10), 86.1% (patience 100) on Cora-ML split 0.
-vn_degree="batch" is the reference; "fixed" uses the positive graph's degrees in every stream.
-"""
+FF_MODELS = ("gcn", "sage")
+#: Adam lr 1e-2 (not the reference's 1e-3: the initial goodness, about 0.015 on l2-normalised
+#: inputs, is far below theta = 2 and 1e-3 needs hundreds of epochs to get there), wd 5e-4.
+FF_DEFAULTS = {"lr": 1e-2, "weight_decay": 5e-4}
+THETA = Option("theta", float, 2.0, "goodness threshold of the FF loss and of the inference score")
+GOODNESS = choice("goodness", "sum", ("sum", "mean"),
+                  "a row's goodness: the sum or the mean of its squared activations")
+NEGATIVES = choice("negatives", "query", ("query", "graph"),
+                   "query: half the training nodes keep their true label in every stream, the other half is "
+                   "relabelled (corrected); graph: every training node relabelled at once (the reference)")
+LABEL_SCALE = positive_float("label_scale", 1.0, "factor on the appended label vector before the row normalisation")
+VN_DEGREES = ("unit", "batch", "fixed")
+VN_DEGREE = choice("vn_degree", "unit", VN_DEGREES,
+                   "weight of the virtual link (GCN): unit = like a degree-1 neighbour (corrected); batch = the "
+                   "augmented graph's GCN degrees (the reference); fixed = the positive graph's degrees")
+_EPS = 1e-8          # the l2 row normalisation's epsilon (normalize_rows)
+_COLUMN_BLOCK = 256  # columns per block when gathering rows of an aggregation
 
 
-#: Learning rate used when the caller did not choose one (the command line marks that with
-#: ``config.extra["default_lr"]``). 1e-2, not the reference's 1e-3: on l2-normalised inputs the
-#: initial goodness (about 0.015) is far below theta = 2 and lr 1e-3 needs hundreds of epochs to
-#: get there; 1e-2 reaches its best validation in 30-80 epochs per layer (measured, module notes).
-DEFAULT_LR = 1e-2
-
-
-# ----------------------------------------------------------------------------- shared helpers
-def _check_model(model: str):
-    if model not in ("gcn", "sage"):
-        raise ValueError(f"model must be 'gcn' or 'sage' for FF-LA / FF-VN, got {model!r}")
-
-
+# ============================================================================ shared helpers
 def draw_negative_classes(y: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
-    """``[N, C-1]``: per node a random permutation of its wrong classes (drawn once).
+    """``[N, C-1]``: per node a random permutation of its wrong classes (drawn once, on the CPU
+    generator ``generator``, then moved to ``y``'s device).
 
-    Column k is the label that node carries in negative stream k; never the true label.
+    Column ``k`` is the label the node carries in negative stream ``k + 1``; never the true label.
     """
     n = y.shape[0]
     r = torch.rand(n, num_classes, generator=generator)
-    r[torch.arange(n), y.cpu()] = 2.0  # sorts last: the true class is dropped
-    order = torch.argsort(r, dim=1)[:, : num_classes - 1]
-    return order.to(y.device)
-
-
-def project_forward(layer, x: torch.Tensor, graph) -> torch.Tensor:
-    """``layer(x, graph)`` computed projection-first: ``Agg(n(x)) W^T = Agg(n(x) W^T)``.
-
-    Aggregates ``D`` columns instead of ``F`` (F = 2,879 on Cora-ML); same result.
-    """
-    u = normalize_rows(x, layer.normalize)
-    if isinstance(layer, FFGCNConv):
-        z = ops.aggregate(graph, u @ layer.weight.t(), reduce="gcn")
-    elif isinstance(layer, FFSAGEConv):
-        f = layer.in_features
-        z = u @ layer.weight[:, :f].t() + ops.aggregate(graph, u @ layer.weight[:, f:].t(), reduce="mean")
-    else:
-        return layer(x, graph)
-    if layer.bias is not None:
-        z = z + layer.bias
-    return torch.relu_(z)
+    r[torch.arange(n), y.cpu().clamp_min(0)] = 2.0  # sorts last: the true class is dropped
+    return torch.argsort(r, dim=1)[:, : num_classes - 1].to(y.device)
 
 
 def _score(h: torch.Tensor, theta: float) -> torch.Tensor:
@@ -158,214 +61,437 @@ def _score(h: torch.Tensor, theta: float) -> torch.Tensor:
     return h.pow(2).mean(dim=-1) - theta
 
 
+def _mask(n: int, idx: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    m = torch.zeros(n, dtype=dtype, device=idx.device)
+    m[idx] = 1.0
+    return m
+
+
+def _row_norms(x: torch.Tensor, rows: int = 1024) -> torch.Tensor:
+    """``||x_i||_2`` per row (as :func:`normalize_rows` computes it) without an ``[N, F]`` temporary."""
+    return torch.cat([x[i:i + rows].norm(dim=1) for i in range(0, x.shape[0], rows)]) if x.shape[0] else \
+        x.new_zeros(0)
+
+
+def _row_sq_sums(x: torch.Tensor, rows: int = 1024) -> torch.Tensor:
+    """``sum_d x_id^2`` per row, in row blocks (no ``[N, F]`` temporary)."""
+    return torch.cat([x[i:i + rows].pow(2).sum(1) for i in range(0, x.shape[0], rows)]) if x.shape[0] else \
+        x.new_zeros(0)
+
+
+def rows_of_aggregate(graph, x: torch.Tensor, rows: torch.Tensor, reduce: str, divide: torch.Tensor | None = None,
+                      multiply: torch.Tensor | None = None, block: int = _COLUMN_BLOCK) -> torch.Tensor:
+    """``Agg_reduce(x / divide * multiply)[rows]`` ``[R, F]`` (row factors ``[N]``), computed in
+    column blocks of ``block``: the only temporaries are ``[N, block]``, never ``[N, F]``."""
+    out = x.new_empty(rows.numel(), x.shape[1])
+    for lo in range(0, x.shape[1], block):
+        part = x[:, lo:lo + block]
+        if divide is not None:
+            part = part / divide[:, None]
+        if multiply is not None:
+            part = part * multiply[:, None]
+        out[:, lo:lo + block] = ops.aggregate(graph, part, reduce=reduce).index_select(0, rows)
+    return out
+
+
+def _consume_prepare(layer, h: torch.Tensor, graph) -> torch.Tensor:
+    """``layer.prepare(h, graph)``, normalising ``h`` in place (its caller no longer needs it)."""
+    hn = normalize_rows(h, layer.normalize, inplace=True)
+    if layer.weight.shape[1] == 2 * layer.in_features:  # SAGE: [n(h) | Agg_mean(n(h))]
+        return torch.cat([hn, ops.aggregate(graph, hn, reduce="mean")], dim=1)
+    return ops.aggregate(graph, hn, reduce="gcn")
+
+
+def _ff_loss_grad(z: torch.Tensor, theta: float, goodness: str):
+    """FF loss over streams ``z`` ``[S, n, D]`` (stream 0 positive, the others negative):
+    ``(loss, dL/dZ [S, n, D])``."""
+    s, n, d = z.shape
+    h = torch.relu_(z).reshape(s * n, d)
+    flags = torch.zeros(s * n, dtype=torch.bool, device=h.device)
+    flags[:n] = True
+    loss, _, dz = ops.goodness_loss_grad(h, flags, theta=theta, goodness=goodness)
+    return loss, dz.reshape(s, n, d)
+
+
+def _check_data(data, dims: dict, name: str) -> None:
+    if data.graph is None:
+        raise ValueError(f"{name} runs on a graph, but dataset {data.name!r} has no edge_index")
+    if data.num_classes != dims["num_classes"]:
+        raise ValueError(f"this {name} model scores {dims['num_classes']} classes, dataset {data.name!r} has "
+                         f"{data.num_classes}")
+    y_train = data.y[data.train_idx]
+    if y_train.numel() and int(y_train.min()) < 0:
+        raise ValueError(f"dataset {data.name!r}: every training node needs a label ({name} conditions on the "
+                         f"training labels); found label -1 in train_idx")
+
+
+def _complement(n: int, idx: torch.Tensor) -> torch.Tensor:
+    keep = torch.ones(n, dtype=torch.bool, device=idx.device)
+    keep[idx] = False
+    return keep.nonzero().reshape(-1)
+
+
+class _FFGraphModel(Model):
+    """What both models share: the layer stack and the evaluation protocol.
+
+    ``_layer_scores(data, known, query)`` yields, layer by layer, the cumulative class scores
+    ``[len(query), C]`` of the queried nodes with the ``known`` nodes carrying their true label.
+    """
+
+    name = "ff-graph"
+
+    def _build(self, in_features: int) -> None:
+        opts = self.options
+        widths = [in_features] + [opts["hidden"]] * opts["layers"]
+        self.layers = torch.nn.ModuleList(
+            build_layer(opts["model"], widths[i], widths[i + 1], lr=opts["lr"], weight_decay=opts["weight_decay"])
+            for i in range(opts["layers"]))
+
+    def _final_scores(self, data, known, query) -> torch.Tensor:
+        scores = None
+        for scores in self._layer_scores(data, known, query):
+            pass
+        return scores
+
+    @torch.no_grad()
+    def evaluate(self, data) -> dict:
+        """Validation: the training nodes keep their labels, the validation nodes are queried;
+        test: the training and validation nodes keep their labels, the test nodes are queried."""
+        _check_data(data, self.dims, self.name)
+        known_test = torch.cat([data.train_idx, data.val_idx])
+        return {"val_accuracy": accuracy(self._final_scores(data, data.train_idx, data.val_idx), data.y[data.val_idx]),
+                "test_accuracy": accuracy(self._final_scores(data, known_test, data.test_idx), data.y[data.test_idx])}
+
+    @torch.no_grad()
+    def layer_accuracies(self, data) -> dict:
+        """Validation and test accuracy of the summed score of layers ``1..l``, for every ``l``."""
+        _check_data(data, self.dims, self.name)
+        known_test = torch.cat([data.train_idx, data.val_idx])
+        return {"val_accuracy_per_layer": [accuracy(s, data.y[data.val_idx])
+                                           for s in self._layer_scores(data, data.train_idx, data.val_idx)],
+                "test_accuracy_per_layer": [accuracy(s, data.y[data.test_idx])
+                                            for s in self._layer_scores(data, known_test, data.test_idx)]}
+
+    @torch.no_grad()
+    def predict(self, data) -> torch.Tensor:
+        """Class per node ``[N]``: the training nodes keep (and are given) their true label, every
+        other node is queried at once, ``argmax_c sum_l (mean_d H_l^2 - theta)``."""
+        _check_data(data, self.dims, self.name)
+        query = _complement(data.num_nodes, data.train_idx)
+        pred = data.y.clone()
+        pred[query] = self._final_scores(data, data.train_idx, query).argmax(dim=1)
+        return pred
+
+
 # ============================================================================ FF-LA
 def label_matrix(num_nodes: int, num_classes: int, labelled: torch.Tensor, labels: torch.Tensor,
-                 label_scale: float = 1.0, device=None) -> torch.Tensor:
+                 label_scale: float = 1.0, device=None, dtype=torch.float32) -> torch.Tensor:
     """``[N, C]``: one-hot ``labels`` on rows ``labelled``, uniform ``1/C`` elsewhere (times scale)."""
-    m = torch.full((num_nodes, num_classes), 1.0 / num_classes, device=device)
+    m = torch.full((num_nodes, num_classes), 1.0 / num_classes, device=device, dtype=dtype)
     m[labelled] = 0.0
     m[labelled, labels] = 1.0
     return m * label_scale
 
 
-class _LAStreams:
-    """One setting's streams at one layer: rows of interest and their prepared inputs.
+def la_stream_labels(data, known: torch.Tensor, query: torch.Tensor, query_labels: torch.Tensor,
+                     label_scale: float = 1.0, dtype=torch.float32) -> torch.Tensor:
+    """``[S, N, C]`` label part of ``S`` streams: ``known`` nodes carry their true label in every
+    stream, ``query`` nodes carry ``query_labels[s]`` (``[S, len(query)]``), the others ``1/C``."""
+    n, c = data.num_nodes, data.num_classes
+    labelled = torch.cat([known, query])
+    return torch.stack([label_matrix(n, c, labelled, torch.cat([data.y[known], ql]), label_scale, data.x.device,
+                                     dtype) for ql in query_labels])
 
-    ``shared`` ``[n, Fa]`` (or None) multiplies ``weight[:, xcols]``; ``streams`` ``[S, n, Fb]``
-    multiplies ``weight[:, lcols]``. ``full_*`` are the same over all N rows (kept only to
-    produce the next layer's input, then dropped).
+
+def la_row_scale(x_sq: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``r`` with ``n([x || l]) = r [x || l]`` (l2), for label rows ``labels`` ``[N, C]`` of any
+    stream (every stream gives a node a label vector of the same norm)."""
+    return 1.0 / ((x_sq + labels.pow(2).sum(1)).sqrt() + _EPS)
+
+
+def _la_columns(model: str, f: int, c: int, device):
+    """Weight columns of the feature part and of the label part of the first layer's input."""
+    ar = torch.arange
+    if model == "gcn":
+        return ar(f, device=device), ar(f, f + c, device=device)
+    return (torch.cat([ar(f, device=device), ar(f + c, 2 * f + c, device=device)]),
+            torch.cat([ar(f, f + c, device=device), ar(2 * f + c, 2 * f + 2 * c, device=device)]))
+
+
+def la_label_part(model: str, graph, r: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Prepared label part of every stream over all rows ``[S, N, C']`` (GCN ``Agg(r l)``,
+    SAGE ``[r l | Agg_mean(r l)]``): all streams aggregated in one call."""
+    s, n, c = labels.shape
+    lr = (labels * r[None, :, None]).permute(1, 0, 2).reshape(n, s * c)
+    if model == "gcn":
+        return ops.aggregate(graph, lr, reduce="gcn").reshape(n, s, c).permute(1, 0, 2)
+    lm = ops.aggregate(graph, lr, reduce="mean")
+    return torch.cat([lr.reshape(n, s, c), lm.reshape(n, s, c)], 2).permute(1, 0, 2)
+
+
+def la_feature_rows(model: str, graph, x: torch.Tensor, r: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Prepared feature part of the first layer's input on ``rows`` only: GCN ``Agg(r x)[rows]``,
+    SAGE ``[r x | Agg_mean(r x)][rows]`` (shared by every stream of a setting)."""
+    if model == "gcn":
+        return rows_of_aggregate(graph, x, rows, "gcn", multiply=r)
+    return torch.cat([x.index_select(0, rows) * r.index_select(0, rows)[:, None],
+                      rows_of_aggregate(graph, x, rows, "mean", multiply=r)], 1)
+
+
+def la_feature_full(layer, model: str, graph, x: torch.Tensor, r: torch.Tensor, c: int, proj=None) -> torch.Tensor:
+    """The feature part's contribution to ``Z`` over all rows, projection-first ``[N, D]``:
+    GCN ``Agg(r (x W_x^T))``, SAGE ``r (x W_self,x^T) + Agg_mean(r (x W_neigh,x^T))``.
+    ``proj`` (from :func:`la_project_features`) is reused across settings."""
+    proj = la_project_features(layer, model, x, c) if proj is None else proj
+    if model == "gcn":
+        return ops.aggregate(graph, proj[0] * r[:, None], reduce="gcn")
+    return proj[0] * r[:, None] + ops.aggregate(graph, proj[1] * r[:, None], reduce="mean")
+
+
+def la_project_features(layer, model: str, x: torch.Tensor, c: int) -> tuple:
+    """``x W_x^T`` (GCN) or ``(x W_self,x^T, x W_neigh,x^T)`` (SAGE), each ``[N, D]``."""
+    w, f = layer.weight, x.shape[1]
+    if model == "gcn":
+        return (x @ w[:, :f].t(),)
+    return x @ w[:, :f].t(), x @ w[:, f + c:2 * f + c].t()
+
+
+class LAStreams:
+    """One setting's streams at one layer on its loss (or scored) rows:
+    ``Z_s = shared W[:, xcols]^T + streams_s W[:, lcols]^T + b``.
+
+    ``shared`` ``[n, Fx]`` (first layer: the feature part, one for every stream; None for a
+    deeper layer), ``streams`` ``[S, n, Fl]`` (the label part, or a deeper layer's whole
+    prepared input). Stream 0 is the positive one.
     """
 
-    def __init__(self, rows, shared, streams, xcols, lcols, full_shared=None, full_streams=None):
-        self.rows, self.shared, self.streams = rows, shared, streams
-        self.xcols, self.lcols = xcols, lcols
-        self.full_shared, self.full_streams = full_shared, full_streams
+    def __init__(self, shared, streams, xcols, lcols):
+        self.shared, self.streams, self.xcols, self.lcols = shared, streams, xcols, lcols
 
-    def z(self, layer, full: bool = False) -> torch.Tensor:
-        shared = self.full_shared if full else self.shared
-        streams = self.full_streams if full else self.streams
+    def z(self, layer) -> torch.Tensor:
         w = layer.weight
-        z = torch.matmul(streams, w[:, self.lcols].t())
-        if shared is not None:
-            z = z + (shared @ w[:, self.xcols].t()).unsqueeze(0)
+        z = torch.matmul(self.streams, w[:, self.lcols].t())
+        if self.shared is not None:
+            z = z + (self.shared @ w[:, self.xcols].t()).unsqueeze(0)
         if layer.bias is not None:
             z = z + layer.bias
         return z
 
-    def outputs(self, layer) -> torch.Tensor:
-        """``[S, N, D]`` post-ReLU outputs of every stream over all rows."""
-        return torch.relu_(self.z(layer, full=True))
+    @torch.no_grad()
+    def step(self, layer, theta: float, goodness: str) -> float:
+        """One FF step (closed form): ``dW_l = sum_s dZ_s^T P_s``, ``dW_x = (sum_s dZ_s)^T P_shared``."""
+        loss, dz = _ff_loss_grad(self.z(layer), theta, goodness)
+        gw = torch.zeros_like(layer.weight)
+        gw[:, self.lcols] = torch.einsum("snd,snf->df", dz, self.streams)
+        if self.shared is not None:
+            gw[:, self.xcols] = dz.sum(0).t() @ self.shared
+        layer.apply_gradients({"weight": gw, "bias": dz.sum((0, 1)) if layer.bias is not None else None})
+        return float(loss)
 
 
-def _la_first_layer_parts(layer, x, labels_per_stream, graph, model):
-    """Prepared first-layer input split into the shared feature part and the per-stream label part.
+def la_training_settings(data, negatives: str, neg_classes: torch.Tensor, gen: torch.Generator) -> list:
+    """Training settings ``[(known, query, query_labels [C, len(query)])]``; the loss is on ``query``.
 
-    ``labels_per_stream`` ``[S, N, C]``. Every stream must give each node a label vector of the
-    same norm (true for all streams built here), so one row scale serves all.
+    ``graph`` (reference): no known node; stream 0 gives every training node its true label,
+    stream ``k`` relabels every training node with its ``k``-th wrong class. ``query``
+    (default): the training nodes are split into two fixed halves; in each half's setting the
+    other half keeps its true labels in every stream.
     """
-    s, n, c = labels_per_stream.shape
-    f = x.shape[1]
-    sq = labels_per_stream[0].pow(2).sum(1)
-    if not torch.allclose(labels_per_stream.pow(2).sum(2), sq.expand(s, n)):
-        raise ValueError("label rows must have the same norm in every stream")
-    r = 1.0 / ((x.pow(2).sum(1) + sq).sqrt() + 1e-8) if layer.normalize == "l2" else torch.ones(n)
-    if layer.normalize not in ("l2", None, "none"):
-        raise ValueError("FF-LA's batched first layer supports normalize='l2' or None")
-    xr = x * r[:, None]
-    lr = (labels_per_stream * r[None, :, None]).permute(1, 0, 2).reshape(n, s * c)
-    if model == "gcn":
-        px = ops.aggregate(graph, xr, reduce="gcn")
-        pl = ops.aggregate(graph, lr, reduce="gcn").reshape(n, s, c).permute(1, 0, 2)
-        xcols = torch.arange(f)
-        lcols = torch.arange(f, f + c)
-    else:
-        px = torch.cat([xr, ops.aggregate(graph, xr, reduce="mean")], 1)
-        lm = ops.aggregate(graph, lr, reduce="mean")
-        pl = torch.cat([lr.reshape(n, s, c), lm.reshape(n, s, c)], 2).permute(1, 0, 2)
-        xcols = torch.cat([torch.arange(f), torch.arange(f + c, 2 * f + c)])
-        lcols = torch.cat([torch.arange(f, f + c), torch.arange(2 * f + c, 2 * f + 2 * c)])
-    return px, pl.contiguous(), xcols, lcols
-
-
-def _la_make_streams(layer, layer_idx, inputs, rows, graph, model):
-    """``inputs``: ``(x, labels [S, N, C])`` for the first layer, else ``[S, N, D]`` hidden states."""
-    if layer_idx == 0:
-        x, labels = inputs
-        px, pl, xcols, lcols = _la_first_layer_parts(layer, x, labels, graph, model)
-        return _LAStreams(rows, px[rows].contiguous(), pl[:, rows].contiguous(), xcols, lcols, px, pl)
-    prepared = torch.stack([layer.prepare(h, graph) for h in inputs])
-    return _LAStreams(rows, None, prepared[:, rows].contiguous(), None, torch.arange(prepared.shape[2]),
-                      None, prepared)
-
-
-@torch.no_grad()
-def _ff_stream_step(layer, streams: _LAStreams, positive_streams: int, theta: float, goodness: str) -> float:
-    """One FF step on stacked streams (first ``positive_streams`` streams are positive)."""
-    z = streams.z(layer)
-    s, n, d = z.shape
-    h = torch.relu_(z).reshape(s * n, d)
-    flags = torch.zeros(s * n, dtype=torch.bool, device=h.device)
-    flags[: positive_streams * n] = True
-    loss, _, dz = ops.goodness_loss_grad(h, flags, theta=theta, goodness=goodness)
-    dz = dz.reshape(s, n, d)
-    gw = torch.zeros_like(layer.weight)
-    gw[:, streams.lcols] = torch.einsum("snd,snf->df", dz, streams.streams)
-    if streams.shared is not None:
-        gw[:, streams.xcols] = dz.sum(0).t() @ streams.shared
-    layer.apply_gradients({"weight": gw, "bias": dz.sum((0, 1)) if layer.bias is not None else None})
-    return float(loss)
-
-
-def _la_training_setups(data, negatives: str, neg_classes: torch.Tensor, label_scale: float, gen):
-    """Training streams: list of (label tensor [S, N, C], loss rows, number of positive streams).
-
-    ``graph`` (reference): stream 0 = true labels on all training nodes, stream k = every training
-    node relabelled with its k-th wrong class. ``query``: the training nodes are split into two
-    fixed halves; for each half, the other half keeps its true labels in every stream.
-    """
-    n, c = data.num_nodes, data.num_classes
     tr, y = data.train_idx, data.y
     if negatives == "graph":
-        groups = [(tr, tr[:0])]
+        groups = [(tr[:0], tr)]
     elif negatives == "query":
-        perm = tr[torch.randperm(tr.numel(), generator=gen)]
+        perm = tr[torch.randperm(tr.numel(), generator=gen).to(tr.device)]
         half = perm.numel() // 2
         a, b = perm[:half].sort()[0], perm[half:].sort()[0]
-        groups = [(a, b), (b, a)]
+        groups = [(b, a), (a, b)]
     else:
         raise ValueError(f"negatives must be 'graph' or 'query', got {negatives!r}")
-    setups = []
-    for query, known in groups:
-        labelled = torch.cat([known, query])
-        mats = [label_matrix(n, c, labelled, torch.cat([y[known], y[query]]), label_scale)]
-        for k in range(c - 1):
-            mats.append(label_matrix(n, c, labelled, torch.cat([y[known], neg_classes[query, k]]), label_scale))
-        setups.append((torch.stack(mats), query))
-    return setups
+    c = data.num_classes
+    return [(known, query, torch.stack([y[query]] + [neg_classes[query, k] for k in range(c - 1)]))
+            for known, query in groups]
 
 
-def _la_eval_labels(data, known, query, label_scale):
-    n, c = data.num_nodes, data.num_classes
-    labelled = torch.cat([known, query])
-    return torch.stack([label_matrix(n, c, labelled, torch.cat([data.y[known], torch.full_like(query, cls)]),
-                                     label_scale) for cls in range(c)])
+def la_query_labels(num_classes: int, query: torch.Tensor) -> torch.Tensor:
+    """``[C, len(query)]``: stream ``c`` queries class ``c`` for every queried node."""
+    return torch.arange(num_classes, device=query.device)[:, None].expand(num_classes, query.numel())
 
 
-@torch.no_grad()
-def train_ff_la(config: TrainConfig, data, progress: Progress | None = None) -> dict:
-    """FF with label appending (ALGORITHMS.md 1.6), greedy layer-wise. Options in ``config.extra``:
+class FFLAModel(_FFGraphModel):
+    """FF-LA's layers: ``F + C -> hidden -> ... -> hidden`` (the first layer reads ``[x || l]``).
 
-    - ``negatives``: ``"query"`` (default, corrected) or ``"graph"`` (reference), see :data:`LA_NOTES`;
-    - ``goodness``: ``"sum"`` (default, as the reference) or ``"mean"``;
-    - ``label_scale``: factor on the appended label part before normalisation (default 1.0).
+    Inference (:meth:`_layer_scores`) runs one class stream at a time through every layer: the
+    first layer's feature part ``Agg(r (x W_x^T))`` is computed once per setting and shared by
+    the ``C`` streams, each stream adds its ``[N, C]`` label part; only ``[N, D]`` activations
+    are alive.
     """
-    _check_model(config.model)
-    progress = progress or Progress(enabled=False)
-    extra = dict(config.extra or {})
-    negatives = extra.get("negatives", "query")
-    goodness = extra.get("goodness", "sum")
-    label_scale = float(extra.get("label_scale", 1.0))
-    lr = DEFAULT_LR if extra.get("default_lr") else config.lr
-    theta = 2.0 if config.theta is None else float(config.theta)
-    seed_everything(config.seed)
-    gen = torch.Generator().manual_seed(config.seed + 17)
-    data = data.to("cpu") if config.device == "cpu" else data.to(config.device)
-    graph, c = data.graph, data.num_classes
-    neg_classes = draw_negative_classes(data.y, c, gen)
-    setups = _la_training_setups(data, negatives, neg_classes, label_scale, gen)
-    val_known, test_known = data.train_idx, torch.cat([data.train_idx, data.val_idx])
-    eval_sets = {"val": (data.val_idx, _la_eval_labels(data, val_known, data.val_idx, label_scale)),
-                 "test": (data.test_idx, _la_eval_labels(data, test_known, data.test_idx, label_scale))}
-    # inputs per setting: first layer (x, labels); later [S, N, D]
-    train_inputs = [(data.x, labels) for labels, _ in setups]
-    eval_inputs = {k: (data.x, labels) for k, (_, labels) in eval_sets.items()}
-    scores = {k: torch.zeros(c, rows.numel()) for k, (rows, _) in eval_sets.items()}
-    in_dim = data.num_features + c
-    epochs_per_layer, layer_acc, best_epochs = [], [], []
-    t0 = time.perf_counter()
-    for li in range(config.layers):
-        layer = build_layer(config.model, in_dim, config.hidden, lr=lr, weight_decay=config.weight_decay)
-        tr_streams = [_la_make_streams(layer, li, inp, rows, graph, config.model)
-                      for inp, (_, rows) in zip(train_inputs, setups)]
-        ev_streams = {k: _la_make_streams(layer, li, eval_inputs[k], eval_sets[k][0], graph, config.model)
-                      for k in eval_sets}
 
-        def layer_scores(key):
-            h = torch.relu_(ev_streams[key].z(layer))
-            return scores[key] + _score(h, theta)
+    name = "ff-la"
 
-        def step(epoch):
-            return sum(_ff_stream_step(layer, st, 1, theta, goodness) for st in tr_streams) / len(tr_streams)
+    def __init__(self, options: dict, dims: dict, variant: dict | None = None):
+        super().__init__(options, dims, variant)
+        self._build(dims["num_features"] + dims["num_classes"])
 
-        def validate():
-            return accuracy(layer_scores("val").t(), data.y[data.val_idx])
+    def _streams(self, data, labels: torch.Tensor):
+        """Yield each stream's per-layer outputs ``[h_1, ..., h_L]`` (``[N, D]`` each, lazily)."""
+        model, graph, c = self.options["model"], data.graph, data.num_classes
+        first = self.layers[0]
+        _, lcols = _la_columns(model, data.num_features, c, data.x.device)
+        r = la_row_scale(_row_sq_sums(data.x), labels[0])
+        shared = la_feature_full(first, model, graph, data.x, r, c)
+        part = la_label_part(model, graph, r, labels)
+        wl = first.weight[:, lcols].t()
+        for s in range(labels.shape[0]):
+            def outputs(s=s):
+                z = shared + part[s] @ wl
+                if first.bias is not None:
+                    z += first.bias
+                h = z.relu_()
+                yield h
+                for layer in self.layers[1:]:
+                    h = project_forward(layer, h, graph)
+                    yield h
+            yield outputs()
 
-        rep = train_layer(step, validate, layer, epochs=config.epochs, val_every=config.val_every,
-                          patience=config.patience, progress=progress, label=f"ff-la layer {li + 1}")
-        epochs_per_layer.append(rep.epochs)
-        best_epochs.append(rep.best_epoch)
-        with torch.no_grad():
-            for k in scores:
-                scores[k] = layer_scores(k)
-            layer_acc.append(accuracy(scores["test"].t(), data.y[data.test_idx]))
-            train_inputs = [st.outputs(layer) for st in tr_streams]
-            eval_inputs = {k: ev_streams[k].outputs(layer) for k in ev_streams}
-        del tr_streams, ev_streams
-        in_dim = config.hidden
-    return {"val_accuracy": accuracy(scores["val"].t(), data.y[data.val_idx]),
-            "test_accuracy": accuracy(scores["test"].t(), data.y[data.test_idx]),
-            "epochs_per_layer": epochs_per_layer, "best_epoch_per_layer": best_epochs,
-            "test_accuracy_per_layer": layer_acc, "negatives": negatives, "goodness": goodness,
-            "theta": theta, "label_scale": label_scale, "lr": lr, "fit_seconds": time.perf_counter() - t0}
+    def _layer_scores(self, data, known, query):
+        c, theta = data.num_classes, self.options["theta"]
+        labels = la_stream_labels(data, known, query, la_query_labels(c, query), self.options["label_scale"],
+                                  data.x.dtype)
+        per_layer = torch.zeros(len(self.layers), c, query.numel(), dtype=data.x.dtype, device=data.x.device)
+        for s, outputs in enumerate(self._streams(data, labels)):
+            for li, h in enumerate(outputs):
+                per_layer[li, s] = _score(h.index_select(0, query), theta)
+        return list(per_layer.cumsum(0).transpose(1, 2).unbind(0))
+
+    @torch.no_grad()
+    def embed(self, data) -> list:
+        """Per-layer ``[N, D]`` outputs of the stream in which the training nodes carry their
+        true label and every other node the uniform ``1/C`` label vector."""
+        _check_data(data, self.dims, self.name)
+        empty = data.train_idx[:0]
+        labels = la_stream_labels(data, data.train_idx, empty, empty[None], self.options["label_scale"],
+                                  data.x.dtype)
+        return [h.clone() for h in next(iter(self._streams(data, labels)))]
+
+
+class FFLATrainer(Trainer):
+    """Greedy FF-LA: stage ``s`` trains layer ``s`` on the frozen per-stream outputs of layer ``s - 1``.
+
+    Settings: the training ones (two halves for ``negatives="query"``, one for ``"graph"``) and
+    the validation one (training nodes known, validation nodes queried). Layer 1 keeps only the
+    shared feature rows its loss / validation read and the per-stream label rows; a deeper
+    layer keeps each setting's per-stream prepared input ``[S, N, D']`` (released once the next
+    layer's input is built). Validation scores the cumulative ``sum_l (mean_d H^2 - theta)``.
+    """
+
+    def __init__(self, spec, options, data, model):
+        super().__init__(spec, options, data, model)
+        _check_data(data, model.dims, spec.name)
+        self.num_stages = len(model.layers)
+        self.kind, self.theta, self.goodness = options["model"], options["theta"], options["goodness"]
+        self.scale = options["label_scale"]
+        gen = torch.Generator().manual_seed(options["seed"] + 17)
+        neg = draw_negative_classes(data.y, data.num_classes, gen)
+        self.settings = la_training_settings(data, options["negatives"], neg, gen)
+        va = data.val_idx
+        self.settings.append((data.train_idx, va, la_query_labels(data.num_classes, va)))
+        self.val_y = data.y[va]
+        self.cum_val = torch.zeros(data.num_classes, va.numel(), device=data.x.device)
+        self.prepared = None   # per setting: the current layer's prepared input [S, N, D'] (stage >= 1)
+        self.streams = None    # per setting: LAStreams on its rows (the last one: validation)
+
+    def _labels(self, setting):
+        known, query, qlabels = setting
+        return la_stream_labels(self.data, known, query, qlabels, self.scale, self.data.x.dtype)
+
+    @torch.no_grad()
+    def begin_stage(self, stage):
+        data, graph = self.data, self.data.graph
+        if stage == 0:
+            x_sq = _row_sq_sums(data.x)
+            xcols, lcols = _la_columns(self.kind, data.num_features, data.num_classes, data.x.device)
+            self.streams = []
+            for setting in self.settings:
+                labels = self._labels(setting)
+                rows = setting[1]
+                r = la_row_scale(x_sq, labels[0])
+                shared = la_feature_rows(self.kind, graph, data.x, r, rows)
+                part = la_label_part(self.kind, graph, r, labels).index_select(1, rows).contiguous()
+                self.streams.append(LAStreams(shared, part, xcols, lcols))
+        else:
+            cols = torch.arange(self.prepared[0].shape[2], device=data.x.device)
+            self.streams = [LAStreams(None, p.index_select(1, setting[1]), None, cols)
+                            for p, setting in zip(self.prepared, self.settings)]
+
+    def stage_module(self, stage):
+        return self.model.layers[stage]
+
+    def train_epoch(self, stage, epoch):
+        layer = self.model.layers[stage]
+        train = self.streams[:-1]
+        return sum(st.step(layer, self.theta, self.goodness) for st in train) / len(train)
+
+    @torch.no_grad()
+    def _val_scores(self, stage):
+        return self.cum_val + _score(torch.relu_(self.streams[-1].z(self.model.layers[stage])), self.theta)
+
+    def validate(self, stage):
+        return accuracy(self._val_scores(stage).t(), self.val_y)
+
+    @torch.no_grad()
+    def end_stage(self, stage):
+        data, layer = self.data, self.model.layers[stage]
+        self.cum_val = self._val_scores(stage)
+        self.streams = None
+        if stage + 1 == self.num_stages:
+            self.prepared = None
+            return
+        nxt = self.model.layers[stage + 1]
+        prepared = []
+        if stage == 0:
+            x_sq = _row_sq_sums(data.x)
+            proj = la_project_features(layer, self.kind, data.x, data.num_classes)
+            _, lcols = _la_columns(self.kind, data.num_features, data.num_classes, data.x.device)
+            wl = layer.weight[:, lcols].t()
+        for i, setting in enumerate(self.settings):
+            if stage == 0:
+                labels = self._labels(setting)
+                r = la_row_scale(x_sq, labels[0])
+                shared = la_feature_full(layer, self.kind, data.graph, data.x, r, data.num_classes, proj)
+                z = torch.matmul(la_label_part(self.kind, data.graph, r, labels), wl).add_(shared)
+            else:
+                z = torch.matmul(self.prepared[i], layer.weight.t())
+                self.prepared[i] = None
+            if layer.bias is not None:
+                z += layer.bias
+            h = z.relu_()                                  # [S, N, D]: every stream's output
+            if nxt.weight.shape[1] == h.shape[2]:          # GCN: the prepared input reuses h's storage
+                for s in range(h.shape[0]):
+                    h[s] = _consume_prepare(nxt, h[s], data.graph)
+                prepared.append(h)
+            else:
+                prepared.append(torch.stack([_consume_prepare(nxt, h[s], data.graph) for s in range(h.shape[0])]))
+                del h
+        self.prepared = prepared
+
+    def finish(self):
+        return self.model.layer_accuracies(self.data)
+
+
+register("ff-la", task="node", models=FF_MODELS, schedule="greedy", model=FFLAModel, defaults=FF_DEFAULTS,
+         options=(THETA, GOODNESS, NEGATIVES, LABEL_SCALE),
+         description="Forward-Forward with label appending, greedy layer-wise, batched label streams (ForwardGNN)"
+         )(FFLATrainer)
 
 
 # ============================================================================ FF-VN
-class _VNStreams:
-    """One setting's FF-VN streams at one layer: ``Z_k = base W^T + coef_k * (U_V W_blk^T)[cls_k] + b``.
+class VNStreams:
+    """One setting's FF-VN streams at one layer: ``Z_s = base W^T + coef_s * (U_V W_blk^T)[cls_s] + b``.
 
-    ``base`` ``[n, Dp]``, ``coef`` ``[S, n]``, ``cls`` ``[S, n]`` (virtual node of each queried row
-    per stream), ``uv`` ``[C, Fin]`` normalised virtual-node inputs, ``blk`` the weight columns the
-    virtual term enters (all for GCN, the neighbour block for SAGE).
+    ``base`` ``[n, Dp]`` (the queried rows' prepared input without the virtual link, shared by
+    every stream), ``coef`` ``[S, n]``, ``cls`` ``[S, n]`` (the virtual node each queried row
+    links to per stream), ``uv`` ``[C, Fin]`` normalised virtual-node inputs, ``blk`` the weight
+    columns the virtual term enters (all for GCN, the neighbour block for SAGE).
     """
 
     def __init__(self, base, coef, cls, uv, blk):
@@ -381,210 +507,270 @@ class _VNStreams:
 
     @torch.no_grad()
     def step(self, layer, theta, goodness) -> float:
-        z = self.z(layer)
-        s, n, d = z.shape
-        h = torch.relu_(z).reshape(s * n, d)
-        flags = torch.zeros(s * n, dtype=torch.bool)
-        flags[:n] = True
-        loss, _, dz = ops.goodness_loss_grad(h, flags, theta=theta, goodness=goodness)
-        dz = dz.reshape(s, n, d)
+        """One FF step: ``dW = (sum_s dZ_s)^T base``, ``dW_blk += Mv^T U_V`` with
+        ``Mv[c] = sum_{(s, i): cls_s(i) = c} coef_s(i) dZ_s(i)``."""
+        loss, dz = _ff_loss_grad(self.z(layer), theta, goodness)
+        d = dz.shape[2]
         gw = dz.sum(0).t() @ self.base
-        m = torch.zeros(self.uv.shape[0], d, dtype=dz.dtype)
+        m = torch.zeros(self.uv.shape[0], d, dtype=dz.dtype, device=dz.device)
         m.index_add_(0, self.cls.reshape(-1), (self.coef.unsqueeze(2) * dz).reshape(-1, d))
         gw[:, self.blk] += m.t() @ self.uv
         layer.apply_gradients({"weight": gw, "bias": dz.sum((0, 1)) if layer.bias is not None else None})
         return float(loss)
 
 
-def _vn_streams(layer, x_aug, graph, num_real, linked, query, query_cls, model):
-    """Build :class:`_VNStreams` for queried rows ``query`` with per-stream classes ``query_cls [S, n]``.
-
-    ``linked``: every real node linked to a virtual node in these streams (known + queried); the
-    known nodes link to their true class, fixed across streams.
-    ``x_aug`` ``[N + C, Fin]``: real rows then virtual rows (the layer's input).
-    """
-    n = num_real
-    u = normalize_rows(x_aug, layer.normalize)
-    ur, uv = u[:n], u[n:]
-    link = torch.zeros(n)
-    link[linked] = 1.0
-    realdeg = graph.in_degree.to(u.dtype)
-    fin = x_aug.shape[1]
-    if model == "gcn":
-        dinv = (1.0 + realdeg + link).rsqrt()
-        agg = ops.aggregate(graph, ur * dinv[:, None], reduce="sum")
-        base = (dinv[:, None] * (agg + dinv[:, None] * ur))[query]
-        coef_row = dinv[query]
-        blk = torch.arange(fin)
-    else:
-        deg = (realdeg + link).clamp_min(1.0)
-        agg = ops.aggregate(graph, ur, reduce="sum") / deg[:, None]
-        base = torch.cat([ur[query], agg[query]], 1)
-        coef_row = 1.0 / deg[query]
-        blk = torch.arange(fin, 2 * fin)
-    return base.contiguous(), coef_row, uv.contiguous(), blk
-
-
-def _vn_virtual_degrees(known_cls, query_cls, c):
-    """``[S, C]`` number of real neighbours of each virtual node per stream."""
-    base = torch.bincount(known_cls, minlength=c).to(torch.float32)
-    return torch.stack([base + torch.bincount(q, minlength=c).to(torch.float32) for q in query_cls])
-
-
-VN_DEGREES = ("batch", "fixed", "unit")
-
-
-def _vn_virtual_dinv(data, known, query_cls, vn_degree, positive_cls=None):
+def vn_virtual_dinv(known_cls: torch.Tensor, query_cls: torch.Tensor, num_classes: int, vn_degree: str,
+                    positive_cls: torch.Tensor | None = None, dtype=torch.float32) -> torch.Tensor:
     """``[S, C]`` GCN factor ``(1 + deg(v_c))^-1/2`` of each virtual node per stream.
 
     - ``batch`` (reference): the degree in the stream's graph, every queried node linked at once
-      (at inference all eval nodes link to ``v_c`` together, so ``v_c``'s degree jumps by the
-      number of eval nodes: a class-dependent factor);
-    - ``fixed``: the positive graph's degree in every stream (training), the known nodes' count + 1
-      at inference (each query counted alone);
-    - ``unit``: every virtual node weighted as a degree-1 neighbour (``coef = d_i^-1/2 / sqrt(2)``),
-      so the label signal is as strong as one real neighbour's (see the module notes).
+      (at inference all eval nodes link to ``v_c`` together: a class-dependent factor);
+    - ``fixed``: the positive graph's degree in every stream (training: ``positive_cls``), the
+      known nodes' count + 1 at inference (each query counted alone);
+    - ``unit``: every virtual link weighted as a degree-1 neighbour's (``(1 + 1)^-1/2``).
     """
-    c = data.num_classes
-    s = query_cls.shape[0]
+    s, dev = query_cls.shape[0], query_cls.device
+
+    def count(cls):
+        return torch.bincount(cls, minlength=num_classes).to(dtype)
     if vn_degree == "batch":
-        vdeg = _vn_virtual_degrees(data.y[known], query_cls, c)
+        base = count(known_cls)
+        vdeg = torch.stack([base + count(q) for q in query_cls]) if s else \
+            torch.zeros(0, num_classes, dtype=dtype, device=dev)
     elif vn_degree == "fixed":
-        if positive_cls is not None:
-            vdeg = torch.bincount(positive_cls, minlength=c).to(torch.float32)
-        else:
-            vdeg = torch.bincount(data.y[known], minlength=c).to(torch.float32) + 1.0
-        vdeg = vdeg.unsqueeze(0).expand(s, c)
+        vdeg = count(positive_cls) if positive_cls is not None else count(known_cls) + 1.0
+        vdeg = vdeg.unsqueeze(0).expand(s, num_classes)
     elif vn_degree == "unit":
-        vdeg = torch.ones(s, c)
+        vdeg = torch.ones(s, num_classes, dtype=dtype, device=dev)
     else:
         raise ValueError(f"vn_degree must be one of {list(VN_DEGREES)}, got {vn_degree!r}")
     return (1.0 + vdeg).rsqrt()
 
 
-def _vn_setting(layer, x_aug, data, known, query, query_cls, model, vn_degree="batch", positive_cls=None):
-    linked = torch.cat([known, query])
-    base, coef_row, uv, blk = _vn_streams(layer, x_aug, data.graph, data.num_nodes, linked, query, query_cls, model)
+def vn_inference_dinv(known_cls: torch.Tensor, num_query: int, num_classes: int, vn_degree: str,
+                      dtype=torch.float32) -> torch.Tensor:
+    """``[C]`` factor of ``v_c`` when every queried node links to it (class ``c``'s stream at
+    inference): the :func:`vn_virtual_dinv` of that stream, per class."""
+    count = torch.bincount(known_cls, minlength=num_classes).to(dtype)
+    if vn_degree == "batch":
+        return (1.0 + count + num_query).rsqrt()
+    if vn_degree == "fixed":
+        return (1.0 + count + 1.0).rsqrt()
+    if vn_degree == "unit":
+        return torch.full_like(count, 0.5 ** 0.5)
+    raise ValueError(f"vn_degree must be one of {list(VN_DEGREES)}, got {vn_degree!r}")
+
+
+def vn_streams(model: str, graph, xr: torch.Tensor, xv: torch.Tensor, linked: torch.Tensor, query: torch.Tensor,
+               query_cls: torch.Tensor, vdinv: torch.Tensor | None = None) -> VNStreams:
+    """:class:`VNStreams` of the queried rows ``query`` (per-stream virtual classes ``query_cls``
+    ``[S, n]``) on the layer input ``xr`` ``[N, Fin]`` (real rows) / ``xv`` ``[C, Fin]`` (virtual
+    rows). ``linked``: every real node linked to a virtual node in these streams (known + queried).
+    ``vdinv`` ``[S, C]`` (GCN): :func:`vn_virtual_dinv`. Only the queried rows are built (in
+    column blocks: no ``[N, Fin]`` temporary)."""
+    n, fin = xr.shape
+    nrm = _row_norms(xr).add_(_EPS)
+    uv = normalize_rows(xv)
+    u_q = xr.index_select(0, query) / nrm.index_select(0, query)[:, None]
+    deg = graph.in_degree.to(xr.dtype) + _mask(n, linked, xr.dtype)
     if model == "gcn":
-        vdinv = _vn_virtual_dinv(data, known, query_cls, vn_degree, positive_cls)
-        coef = coef_row.unsqueeze(0) * torch.gather(vdinv, 1, query_cls)
+        dinv = (1.0 + deg).rsqrt()
+        dq = dinv.index_select(0, query)[:, None]
+        base = dq * (rows_of_aggregate(graph, xr, query, "sum", divide=nrm, multiply=dinv) + dq * u_q)
+        coef = dinv.index_select(0, query).unsqueeze(0) * torch.gather(vdinv.to(xr.dtype), 1, query_cls)
+        blk = torch.arange(fin, device=xr.device)
     else:
-        coef = coef_row.unsqueeze(0).expand(query_cls.shape[0], -1).contiguous()
-    return _VNStreams(base, coef, query_cls, uv, blk)
+        deg = deg.clamp_min(1.0)
+        base = torch.cat([u_q, rows_of_aggregate(graph, xr, query, "sum", divide=nrm) /
+                          deg.index_select(0, query)[:, None]], 1)
+        coef = (1.0 / deg.index_select(0, query)).unsqueeze(0).expand(query_cls.shape[0], -1).contiguous()
+        blk = torch.arange(fin, 2 * fin, device=xr.device)
+    return VNStreams(base.contiguous(), coef, query_cls, uv.contiguous(), blk)
+
+
+def _vn_project(layer, model: str, xr, xv):
+    """``n(x) W^T`` of the real and virtual rows (GCN), or of both SAGE blocks: lists of
+    ``([N, D], [C, D])`` pairs, projection-first (the row normalisation commutes with it)."""
+    w, fin = layer.weight, layer.in_features
+    nr, nv = _row_norms(xr).add_(_EPS)[:, None], _row_norms(xv).add_(_EPS)[:, None]
+    blocks = [w] if model == "gcn" else [w[:, :fin], w[:, fin:]]
+    return [((xr @ wb.t()).div_(nr), (xv @ wb.t()).div_(nv)) for wb in blocks]
 
 
 @torch.no_grad()
-def _vn_forward(layer, x_aug, vgraph, data, known, model, vn_degree) -> torch.Tensor:
-    """The next layer's input ``[N + C, D]``: the graph where only ``known`` is linked (true classes).
+def vn_forward(layer, model: str, graph, xr, xv, known: torch.Tensor, known_cls: torch.Tensor, vn_degree: str):
+    """The next layer's input ``([N, D], [C, D])``: the layer on the graph where only ``known``
+    is linked, to ``known_cls``, projection-first (``[N, D]`` temporaries only).
 
-    Real rows use the same virtual-link coefficient as training and inference (``vn_degree``);
-    virtual rows are the plain layer output on the augmented graph (their class members' aggregate).
-    With ``vn_degree="batch"`` (or SAGE) this is exactly ``layer(x_aug, vgraph)``.
+    Real rows weigh the virtual link as training and inference do (``vn_degree``, GCN); virtual
+    rows are the plain layer on the augmented graph (their members' aggregate). With
+    ``vn_degree="batch"``/``"fixed"`` (or SAGE) this is exactly ``layer(x_aug, augmented graph)``.
     """
-    out = project_forward(layer, x_aug, vgraph)
-    if vn_degree == "batch" or model != "gcn":
-        return out
-    n = data.num_nodes
-    rows = torch.arange(n)
-    cls = data.y[known].unsqueeze(0)
-    st = _vn_setting(layer, x_aug, data, rows[:0], known, cls, model, vn_degree, data.y[known])
-    zk = st.z(layer)[0]                                                       # known rows, linked
-    u = normalize_rows(x_aug, layer.normalize)[:n]
-    link = torch.zeros(n)
-    link[known] = 1.0
-    dinv = (1.0 + data.graph.in_degree.to(u.dtype) + link).rsqrt()
-    z = (dinv[:, None] * (ops.aggregate(data.graph, u * dinv[:, None], reduce="sum") + dinv[:, None] * u)) @ layer.weight.t()
+    n, c = xr.shape[0], xv.shape[0]
+    deg = graph.in_degree.to(xr.dtype) + _mask(n, known, xr.dtype)
+    count = torch.bincount(known_cls, minlength=c).to(xr.dtype)
+    if model == "gcn":
+        ((p, pv),) = _vn_project(layer, model, xr, xv)
+        dinv, dv = (1.0 + deg).rsqrt(), (1.0 + count).rsqrt()
+        z = ops.aggregate(graph, p * dinv[:, None], reduce="sum").add_(p * dinv[:, None]).mul_(dinv[:, None])
+        vd = dv if vn_degree in ("batch", "fixed") else torch.full_like(dv, 0.5 ** 0.5)
+        z.index_add_(0, known, (dinv[known] * vd[known_cls])[:, None] * pv[known_cls])
+        zv = torch.zeros_like(pv).index_add_(0, known_cls, dinv[known][:, None] * p[known])
+        zv = dv[:, None] * (zv + dv[:, None] * pv)
+    else:
+        (ps, pvs), (pn, pvn) = _vn_project(layer, model, xr, xv)
+        z = ops.aggregate(graph, pn, reduce="sum").index_add_(0, known, pvn[known_cls])
+        z = ps + z / deg.clamp_min(1.0)[:, None]
+        zv = pvs + torch.zeros_like(pvn).index_add_(0, known_cls, pn[known]) / count.clamp_min(1.0)[:, None]
     if layer.bias is not None:
         z += layer.bias
-    z[known] = zk
-    out[:n] = torch.relu_(z)
+        zv += layer.bias
+    return z.relu_(), zv.relu_()
+
+
+def vn_query_scores(layer, model: str, graph, xr, xv, known, known_cls, query, vn_degree: str, theta: float):
+    """``[C, len(query)]`` one layer's score ``mean_d H^2 - theta`` of the queried rows linked to
+    ``v_c`` for each class ``c`` (the known nodes linked to their true class), projection-first."""
+    n, c = xr.shape[0], xv.shape[0]
+    linked = torch.cat([known, query])
+    deg = graph.in_degree.to(xr.dtype) + _mask(n, linked, xr.dtype)
+    if model == "gcn":
+        ((p, pv),) = _vn_project(layer, model, xr, xv)
+        dinv = (1.0 + deg).rsqrt()
+        base = ops.aggregate(graph, p * dinv[:, None], reduce="sum").add_(p * dinv[:, None]).mul_(dinv[:, None])
+        base = base.index_select(0, query)
+        coef, virt = dinv.index_select(0, query), pv * vn_inference_dinv(known_cls, query.numel(), c, vn_degree,
+                                                                          xr.dtype)[:, None]
+    else:
+        (ps, pvs), (pn, pvn) = _vn_project(layer, model, xr, xv)
+        inv = 1.0 / deg.clamp_min(1.0).index_select(0, query)
+        base = ps.index_select(0, query) + ops.aggregate(graph, pn, reduce="sum").index_select(0, query) * inv[:, None]
+        coef, virt = inv, pvn
+    out = torch.empty(c, query.numel(), dtype=xr.dtype, device=xr.device)
+    for k in range(c):
+        z = base + coef[:, None] * virt[k]
+        if layer.bias is not None:
+            z += layer.bias
+        out[k] = _score(z.relu_(), theta)
     return out
 
 
-@torch.no_grad()
-def train_ff_vn(config: TrainConfig, data, progress: Progress | None = None) -> dict:
-    """FF with virtual nodes (ALGORITHMS.md 1.6), greedy layer-wise.
+class FFVNModel(_FFGraphModel):
+    """FF-VN's layers ``F -> hidden -> ... -> hidden`` and the virtual nodes' fixed ``N(0, 1)``
+    features ``[C, F]`` (a buffer, drawn from their own generator)."""
 
-    Positive stream: each training node linked (both ways) to its class's virtual node; negative
-    stream k: to its k-th wrong class. The next layer's input is the positive graph's output (all
-    rows, virtual nodes included). Inference for class c links the eval nodes to ``v_c`` (the
-    labelled nodes keep their true links) at each layer; the eval nodes' hidden input is the output
-    of the graph where only the labelled nodes are linked, i.e. exactly what training feeds forward.
-    Options in ``config.extra``: ``goodness`` (``"sum"`` default, or ``"mean"``); ``vn_degree``
-    (``"unit"`` default, corrected; ``"batch"`` reference; ``"fixed"``), see :data:`VN_NOTES`.
+    name = "ff-vn"
+
+    def __init__(self, options: dict, dims: dict, variant: dict | None = None):
+        super().__init__(options, dims, variant)
+        self._build(dims["num_features"])
+        self.register_buffer("virtual_features", virtual_node_features(dims["num_classes"], dims["num_features"],
+                                                                       options["seed"]))
+
+    def _chain(self, data, known):
+        """Yield ``(layer, xr, xv)``: each layer with its input on the graph where ``known`` is linked."""
+        model, vn_degree, graph = self.options["model"], self.options["vn_degree"], data.graph
+        xr, xv = data.x, self.virtual_features.to(data.x.dtype)
+        known_cls = data.y[known]
+        for i, layer in enumerate(self.layers):
+            yield layer, xr, xv
+            if i + 1 < len(self.layers):
+                xr, xv = vn_forward(layer, model, graph, xr, xv, known, known_cls, vn_degree)
+
+    def _layer_scores(self, data, known, query):
+        opts, known_cls = self.options, data.y[known]
+        total = 0.0
+        for layer, xr, xv in self._chain(data, known):
+            total = total + vn_query_scores(layer, opts["model"], data.graph, xr, xv, known, known_cls, query,
+                                            opts["vn_degree"], opts["theta"])
+            yield total.t()
+
+    @torch.no_grad()
+    def embed(self, data) -> list:
+        """Per-layer ``[N, D]`` outputs of the real nodes on the graph where the training nodes
+        are linked to their class's virtual node (what training feeds forward)."""
+        _check_data(data, self.dims, self.name)
+        model, graph, tr = self.options["model"], data.graph, data.train_idx
+        xr, xv = data.x, self.virtual_features.to(data.x.dtype)
+        out = []
+        for layer in self.layers:
+            xr, xv = vn_forward(layer, model, graph, xr, xv, tr, data.y[tr], self.options["vn_degree"])
+            out.append(xr)
+        return out
+
+
+class FFVNTrainer(Trainer):
+    """Greedy FF-VN: stage ``s`` trains layer ``s`` on the frozen output of layer ``s - 1`` on the
+    graph where the training nodes are linked to their true class (one chain, not per stream).
+
+    Training streams: the training nodes linked to their class (positive) or to their ``k``-th
+    wrong class (negative ``k``); validation: the training nodes linked to their class, the
+    validation nodes to ``v_c`` for each class ``c``. Only the queried rows are prepared.
     """
-    _check_model(config.model)
-    progress = progress or Progress(enabled=False)
-    extra = dict(config.extra or {})
-    goodness = extra.get("goodness", "sum")
-    vn_degree = extra.get("vn_degree", "unit")
-    lr = DEFAULT_LR if extra.get("default_lr") else config.lr
-    theta = 2.0 if config.theta is None else float(config.theta)
-    seed_everything(config.seed)
-    gen = torch.Generator().manual_seed(config.seed + 17)
-    data = data.to("cpu")
-    c, y = data.num_classes, data.y
-    tr, va, te = data.train_idx, data.val_idx, data.test_idx
-    neg_classes = draw_negative_classes(y, c, gen)
-    train_cls = torch.stack([y[tr]] + [neg_classes[tr, k] for k in range(c - 1)])       # [C, n_train]
-    vfeat = virtual_node_features(c, data.num_features, config.seed)
-    # Two feature chains: labelled = train (training and validation), labelled = train + val (test).
-    known_test = torch.cat([tr, va])
-    vg_a = augment_with_virtual_nodes(data.x, data.edge_index, tr, y[tr], c, virtual_features=vfeat)
-    vg_b = augment_with_virtual_nodes(data.x, data.edge_index, known_test, y[known_test], c, virtual_features=vfeat)
-    xa, xb = vg_a.x, vg_b.x
-    eval_cfg = {"val": (tr, va), "test": (known_test, te)}
-    scores = {k: torch.zeros(c, q.numel()) for k, (_, q) in eval_cfg.items()}
-    in_dim = data.num_features
-    epochs_per_layer, layer_acc, best_epochs = [], [], []
-    t0 = time.perf_counter()
-    for li in range(config.layers):
-        layer = build_layer(config.model, in_dim, config.hidden, lr=lr, weight_decay=config.weight_decay)
-        with torch.no_grad():
-            train_st = _vn_setting(layer, xa, data, tr[:0], tr, train_cls, config.model, vn_degree, y[tr])
-            ev_st = {}
-            for key, (known, q) in eval_cfg.items():
-                qc = torch.arange(c).unsqueeze(1).expand(c, q.numel()).contiguous()
-                ev_st[key] = _vn_setting(layer, xa if key == "val" else xb, data, known, q, qc, config.model, vn_degree)
 
-        def layer_scores(key):
-            return scores[key] + _score(torch.relu_(ev_st[key].z(layer)), theta)
+    def __init__(self, spec, options, data, model):
+        super().__init__(spec, options, data, model)
+        _check_data(data, model.dims, spec.name)
+        self.num_stages = len(model.layers)
+        self.kind, self.theta, self.goodness = options["model"], options["theta"], options["goodness"]
+        self.vn_degree = options["vn_degree"]
+        c, y, tr = data.num_classes, data.y, data.train_idx
+        gen = torch.Generator().manual_seed(options["seed"] + 17)
+        neg = draw_negative_classes(y, c, gen)
+        self.train_cls = torch.stack([y[tr]] + [neg[tr, k] for k in range(c - 1)])       # [C, n_train]
+        self.val_cls = torch.arange(c, device=y.device)[:, None].expand(c, data.val_idx.numel())
+        self.val_y = y[data.val_idx]
+        self.cum_val = torch.zeros(c, data.val_idx.numel(), device=data.x.device)
+        self.xr, self.xv = data.x, model.virtual_features.to(data.x.dtype)   # the current stage's input
+        self.train_st = self.val_st = None
 
-        def step(epoch):
-            return train_st.step(layer, theta, goodness)
+    @torch.no_grad()
+    def begin_stage(self, stage):
+        data, c = self.data, self.data.num_classes
+        tr, va, y = data.train_idx, data.val_idx, data.y
+        dt = data.x.dtype
+        vd = (vn_virtual_dinv(tr[:0], self.train_cls, c, self.vn_degree, y[tr], dt),
+              vn_virtual_dinv(y[tr], self.val_cls, c, self.vn_degree, dtype=dt)) if self.kind == "gcn" else (None, None)
+        self.train_st = vn_streams(self.kind, data.graph, self.xr, self.xv, tr, tr, self.train_cls, vd[0])
+        self.val_st = vn_streams(self.kind, data.graph, self.xr, self.xv, torch.cat([tr, va]), va, self.val_cls,
+                                 vd[1])
 
-        def validate():
-            return accuracy(layer_scores("val").t(), y[va])
+    def stage_module(self, stage):
+        return self.model.layers[stage]
 
-        rep = train_layer(step, validate, layer, epochs=config.epochs, val_every=config.val_every,
-                          patience=config.patience, progress=progress, label=f"ff-vn layer {li + 1}")
-        epochs_per_layer.append(rep.epochs)
-        best_epochs.append(rep.best_epoch)
-        with torch.no_grad():
-            for k in scores:
-                scores[k] = layer_scores(k)
-            layer_acc.append(accuracy(scores["test"].t(), y[te]))
-            xa = _vn_forward(layer, xa, vg_a.graph, data, tr, config.model, vn_degree)
-            xb = _vn_forward(layer, xb, vg_b.graph, data, known_test, config.model, vn_degree)
-        del train_st, ev_st
-        in_dim = config.hidden
-    return {"val_accuracy": accuracy(scores["val"].t(), y[va]), "test_accuracy": accuracy(scores["test"].t(), y[te]),
-            "epochs_per_layer": epochs_per_layer, "best_epoch_per_layer": best_epochs,
-            "test_accuracy_per_layer": layer_acc, "goodness": goodness, "theta": theta, "lr": lr,
-            "vn_degree": vn_degree, "fit_seconds": time.perf_counter() - t0}
+    def train_epoch(self, stage, epoch):
+        return self.train_st.step(self.model.layers[stage], self.theta, self.goodness)
+
+    @torch.no_grad()
+    def _val_scores(self, stage):
+        return self.cum_val + _score(torch.relu_(self.val_st.z(self.model.layers[stage])), self.theta)
+
+    def validate(self, stage):
+        return accuracy(self._val_scores(stage).t(), self.val_y)
+
+    @torch.no_grad()
+    def end_stage(self, stage):
+        self.cum_val = self._val_scores(stage)
+        self.train_st = self.val_st = None
+        if stage + 1 < self.num_stages:
+            tr = self.data.train_idx
+            self.xr, self.xv = vn_forward(self.model.layers[stage], self.kind, self.data.graph, self.xr, self.xv,
+                                          tr, self.data.y[tr], self.vn_degree)
+        else:
+            self.xr = self.xv = None
+
+    def finish(self):
+        return self.model.layer_accuracies(self.data)
 
 
-@register_algorithm("ff-la", task="node", models=("gcn", "sage"),
-                    description="FF with label appending (ForwardGNN), greedy layer-wise, batched label passes")
-def run_ff_la(config: TrainConfig, data, progress: Progress | None = None) -> dict:
-    return train_ff_la(config, data, progress)
+register("ff-vn", task="node", models=FF_MODELS, schedule="greedy", model=FFVNModel, defaults=FF_DEFAULTS,
+         options=(THETA, GOODNESS, VN_DEGREE),
+         description="Forward-Forward with virtual nodes, greedy layer-wise, batched class streams (ForwardGNN)"
+         )(FFVNTrainer)
 
 
-@register_algorithm("ff-vn", task="node", models=("gcn", "sage"),
-                    description="FF with virtual nodes (ForwardGNN), greedy layer-wise, batched class passes")
-def run_ff_vn(config: TrainConfig, data, progress: Progress | None = None) -> dict:
-    return train_ff_vn(config, data, progress)
-
-
-__all__ = ["train_ff_la", "train_ff_vn", "draw_negative_classes", "label_matrix", "project_forward", "LA_NOTES",
-           "VN_NOTES", "VN_DEGREES", "DEFAULT_LR"]
+__all__ = ["FFLAModel", "FFLATrainer", "FFVNModel", "FFVNTrainer", "LAStreams", "VNStreams", "draw_negative_classes",
+           "label_matrix", "la_stream_labels", "la_training_settings", "la_row_scale", "la_label_part",
+           "la_feature_rows", "la_feature_full", "la_project_features", "vn_streams", "vn_virtual_dinv",
+           "vn_forward", "vn_query_scores", "vn_inference_dinv", "rows_of_aggregate", "FF_MODELS", "FF_DEFAULTS",
+           "VN_DEGREES"]

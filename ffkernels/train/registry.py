@@ -25,7 +25,7 @@ from .options import OptionSet
 TASKS = ("node", "link", "mlp")
 SCHEDULES = ("greedy", "simultaneous")
 #: The algorithm families, imported once by :func:`load_algorithms`.
-FAMILY_MODULES = ("forwardgnn", "topdown", "bp")
+FAMILY_MODULES = ("forwardgnn", "topdown", "ff_graph", "bp", "link", "mlp_ff", "pepita")
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,23 @@ class Trainer:
     def finish(self) -> dict:
         """Called once after the last stage; extra fields for the run report."""
         return {}
+
+    def final_metrics(self) -> dict:
+        """The run's final metrics; default: the model's own evaluation on the data (so
+        ``Trained.evaluate(data) == metrics``). Distributed trainers evaluate collectively."""
+        return self.model.evaluate(self.data)
+
+    #: Whether this process reports progress and writes the log (distributed runs: rank 0).
+    is_main_process = True
+
+    def any_process(self, flag: bool) -> bool:
+        """True when ``flag`` is True on any process of the run (Ctrl-C reaches the ranks at
+        different moments; they must stop at the same epoch)."""
+        return flag
+
+    def before_checkpoint(self) -> None:
+        """Called on every process right before a checkpoint is written (e.g. to gather
+        parameters that live on other ranks into the model that rank 0 saves)."""
 
     def state_dict(self) -> dict:
         return {}
