@@ -162,7 +162,7 @@ def load_model(path, device=None) -> Trained:
 def fit(data="cora_ml", algo: str = "sf", model: str | None = None, layers: int | None = None,
         hidden: int | None = None, *, split: int = 0, device="cpu", save=None, save_every: int | None = None,
         resume=None, stop_after_epochs: int | None = None, progress: bool = True, log=None, tensorboard=None,
-        **options) -> Trained:
+        distributed=None, **options) -> Trained:
     """Train ``algo`` on ``data`` and return the :class:`Trained` model.
 
     Args:
@@ -176,6 +176,11 @@ def fit(data="cora_ml", algo: str = "sf", model: str | None = None, layers: int 
         save, save_every, resume, stop_after_epochs: checkpoints (see ``docs/api.md``).
         progress: progress bars and stage summaries on stderr.
         log: append one JSON line per epoch to this file; tensorboard: a TensorBoard directory.
+        distributed: run as one rank of a ``torch.distributed`` job (launched by ``torchrun`` or
+            ``ffkernels train --nproc``): ``True``, a mode (``"partition"``, ``"data"``,
+            ``"pipeline"``) or a dict of :class:`ffkernels.distributed.DistributedSettings`
+            fields (``partitions=DIR``, ``timeout=...``); see ``docs/distributed.md``. In
+            partition mode ``data`` may be None (each rank loads only its part).
         **options: the algorithm's options (``epochs``, ``patience``, ``lr``, ``theta``, ...);
             an option the algorithm does not have is a ``ValueError``.
     """
@@ -189,6 +194,9 @@ def fit(data="cora_ml", algo: str = "sf", model: str | None = None, layers: int 
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(device)!r}: CUDA is not available here")
+    if distributed is not None and distributed is not False:
+        from .distributed.run import DistributedSettings, fit_distributed
+        return fit_distributed(data, spec, resolved, settings, DistributedSettings.of(distributed), split, device)
     ds = _resolve_data(data, split, device)
     result = run(spec, resolved, ds, settings)
     epochs = [st["epochs"] for st in result.stages]

@@ -112,6 +112,18 @@ def build_train_parser(algo: str) -> argparse.ArgumentParser:
     ck.add_argument("--stop-after-epochs", type=int, default=None, metavar="N",
                     help="stop (and checkpoint with --save) after N epochs in total")
     ck.add_argument("--save-model", default=None, metavar="PATH", help="write the trained model (ffkernels predict)")
+    ds = p.add_argument_group("distributed (docs/distributed.md)")
+    ds.add_argument("--distributed", action="store_true",
+                    help="run as one rank of a torch.distributed job (torchrun sets RANK, WORLD_SIZE, MASTER_ADDR)")
+    ds.add_argument("--nproc", type=int, default=None, metavar="P",
+                    help="start P local ranks and run --distributed on them (partitions first unless --partitions)")
+    ds.add_argument("--partitions", default=None, metavar="DIR", help="graph algorithms: the partition directory "
+                    "(ffkernels partition)")
+    ds.add_argument("--mode", default=None, choices=("partition", "data", "pipeline"),
+                    help="partition (graph, default), data (MLP data-parallel, default for MLPs), pipeline (MLP ff: "
+                         "one layer per rank)")
+    ds.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                    help="a collective that takes longer fails the run, naming the rank (default 180)")
     lg = p.add_argument_group("logging")
     lg.add_argument("--log", default=None, metavar="PATH", help="append one JSON line per epoch")
     lg.add_argument("--tensorboard", default=None, metavar="DIR", help="TensorBoard scalars (needs tensorboard)")
@@ -173,7 +185,14 @@ def run_one(args, spec, options, split, many, quiet) -> dict:
     from .train.metrics import PeakMemory
     import time
     start = time.perf_counter()
-    data = _resolve_data(args.dataset, split, args.device)
+    distributed = None
+    if args.distributed:
+        from .distributed.context import DEFAULT_TIMEOUT
+        distributed = {"mode": args.mode, "partitions": args.partitions,
+                       "timeout": DEFAULT_TIMEOUT if args.timeout is None else args.timeout}
+        data = args.dataset  # each rank loads only what it trains on
+    else:
+        data = _resolve_data(args.dataset, split, args.device)
     try:  # torch.optim's first optimiser imports torch._dynamo (seconds): a start-up cost, not training
         import torch._dynamo  # noqa: F401
     except Exception:
@@ -183,14 +202,18 @@ def run_one(args, spec, options, split, many, quiet) -> dict:
         trained = fit(data, spec.name, split=split, device=args.device, save=_split_path(args.save, split, many),
                       save_every=args.save_every, resume=_split_path(args.resume, split, many),
                       stop_after_epochs=args.stop_after_epochs, progress=not quiet, log=args.log,
-                      tensorboard=args.tensorboard, **options)
+                      tensorboard=args.tensorboard, distributed=distributed, **options)
     report = dict(trained.report)
     report.update(load_seconds=load_seconds, peak_memory_bytes=int(mem.peak_bytes), memory_method=mem.method,
                   threads=trained.options.get("threads"))
-    if args.save_model and not trained.report["stopped"]:
+    if args.save_model and not trained.report["stopped"] and _is_rank0():
         trained.save(_split_path(args.save_model, split, many))
         report["model_path"] = _split_path(args.save_model, split, many)
     return report
+
+
+def _is_rank0() -> bool:
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _metric_names(task):
@@ -273,6 +296,15 @@ def cmd_train(argv) -> int:
         name, _, rest = str(exc).partition(" ")  # "val_every must be ..." -> "--val-every must be ..."
         raise UsageError(f"--{name.replace('_', '-')} {rest}") from None
     many = len(splits) > 1
+    if args.nproc is not None:
+        if args.distributed:
+            raise UsageError("--nproc starts the ranks itself: drop --distributed (or use torchrun without --nproc)")
+        from .distributed.launch import launch_local
+        return launch_local(argv, args, spec, splits)
+    if args.distributed and many:
+        raise UsageError("--distributed trains one split per run: use --split K")
+    if not args.distributed and (args.partitions or args.mode or args.timeout is not None):
+        raise UsageError("--partitions, --mode and --timeout apply to --distributed (or --nproc) runs")
     quiet = args.quiet or args.json == "-"
     reports = []
     for split in splits:
@@ -296,6 +328,8 @@ def cmd_train(argv) -> int:
         out = summary
     else:
         out = summary = reports[0]
+    if not _is_rank0():  # the other ranks of a distributed run report through rank 0
+        return 0
     if not args.quiet:
         print_table(reports, summary, spec.task, stream=sys.stderr if args.json == "-" else sys.stdout)
     if args.json:
@@ -389,6 +423,7 @@ def cmd_bench(rest) -> int:
 
 COMMANDS = {"train": "train a model (ffkernels train --help)",
             "predict": "apply a saved model to a dataset (ffkernels predict --help)",
+            "partition": "partition a graph for distributed training (ffkernels partition --help)",
             "bench": "benchmark suites (ffkernels bench --help)"}
 
 
@@ -399,6 +434,7 @@ def _usage() -> str:
 
 
 def main(argv=None) -> int:
+    from .distributed.context import RankFailure
     from .train.loop import NonFiniteLossError, TrainingInterrupted
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -416,6 +452,9 @@ def main(argv=None) -> int:
             return cmd_train(rest)
         if command == "predict":
             return cmd_predict(rest)
+        if command == "partition":
+            from .distributed.launch_cli import cmd_partition
+            return cmd_partition(rest)
         raise UsageError(f"unknown command {command!r} (choose from {', '.join(COMMANDS)})")
     except UsageError as exc:
         sys.stderr.write(f"ffkernels: error: {exc}\n")
@@ -423,7 +462,7 @@ def main(argv=None) -> int:
     except TrainingInterrupted as exc:
         sys.stderr.write(f"\nffkernels: {exc.message}\n")
         return 130
-    except (NonFiniteLossError, MemoryError) as exc:
+    except (NonFiniteLossError, MemoryError, RankFailure) as exc:
         sys.stderr.write(f"\nffkernels: training failed: {exc}\n")
         return 1
     except (ValueError, TypeError, OSError) as exc:  # bad data, options or files found while loading

@@ -250,15 +250,17 @@ class _Run:
     def __init__(self, spec, options, data, settings, trainer, model, device, ckpt):
         self.spec, self.options, self.data, self.settings = spec, options, data, settings
         self.trainer, self.model, self.device, self.ckpt = trainer, model, device, ckpt
-        self.progress = Progress(settings.progress)
+        main = trainer.is_main_process
+        self.progress = Progress(settings.progress and main)
         self.history = list(ckpt["history"]) if ckpt else []
         self.stages = list(ckpt["stages"]) if ckpt else []
         self.total_epochs = ckpt["position"]["total_epochs"] if ckpt else 0
-        self.log = EpochLog(self.history, settings.log, settings.tensorboard)
+        self.log = EpochLog(self.history, settings.log if main else None, settings.tensorboard if main else None)
         self.fingerprint = data.fingerprint()
 
     def _save(self, stage, epoch, stage_done, stopper=None, done=False) -> None:
         trainer = self.trainer
+        trainer.before_checkpoint()
         state = {
             "algo": self.spec.name, "options": self.options, "data_fingerprint": self.fingerprint,
             "data_source": self.data.source,
@@ -357,7 +359,7 @@ class _Run:
                     self._save(s, epoch, False, stopper)
                 self.progress.close()
                 return True
-            if self._interrupt.requested:
+            if trainer.any_process(self._interrupt.requested):
                 self.progress.close()
                 where = f"{label}, epoch {epoch}"
                 if settings.save:
@@ -377,8 +379,12 @@ class _Run:
         return False
 
 
-def run(spec, options: dict, data, settings: RunSettings | None = None) -> RunResult:
+def run(spec, options: dict, data, settings: RunSettings | None = None, trainer=None,
+        trainer_kwargs: dict | None = None) -> RunResult:
     """Train ``spec``'s algorithm with resolved ``options`` on ``data`` (already on its device).
+
+    ``trainer``: another Trainer class for the same algorithm and model (the distributed
+    trainers), built with ``trainer_kwargs`` as extra keyword arguments.
 
     Raises:
         ValueError: a setting, the data or a checkpoint to resume does not fit (before any work).
@@ -387,7 +393,8 @@ def run(spec, options: dict, data, settings: RunSettings | None = None) -> RunRe
     """
     settings = settings or RunSettings()
     settings.check()
-    check_data(spec, data)
+    if trainer is None:  # a distributed trainer's part is checked when it is loaded
+        check_data(spec, data)
     ckpt = None
     if settings.resume is not None:
         ckpt = read_checkpoint(settings.resume)
@@ -398,7 +405,7 @@ def run(spec, options: dict, data, settings: RunSettings | None = None) -> RunRe
     with seeded_rng(options["seed"], device), intra_op_threads(options["threads"], device):
         start = time.perf_counter()
         model = spec.model(options, dims, spec.variant).to(device)
-        trainer = spec.trainer(spec, options, data, model)
+        trainer = (trainer or spec.trainer)(spec, options, data, model, **(trainer_kwargs or {}))
         setup_seconds = time.perf_counter() - start
         state = _Run(spec, options, data, settings, trainer, model, device, ckpt)
         try:
@@ -407,7 +414,7 @@ def run(spec, options: dict, data, settings: RunSettings | None = None) -> RunRe
                 stopped = state.execute()
                 metrics, extra = {}, {}
                 if not stopped:
-                    metrics = model.evaluate(data)
+                    metrics = trainer.final_metrics()
                     extra = trainer.finish()
         finally:
             state.progress.close()
