@@ -21,7 +21,7 @@ from ..ops.sf import sf_loss_grad_kernel
 from ..train.metrics import accuracy
 from ..train.options import choice, positive_float
 from ..train.registry import Model, Trainer, register
-from .common import augment_with_virtual_nodes, build_layer, project_forward, virtual_node_features
+from .common import augment_with_virtual_nodes, build_layer, virtual_node_features
 
 SF_MODELS = ("gcn", "sage", "gat")
 #: The optimiser of every SF layer (ForwardGNN's): Adam, lr 1e-3, weight decay 5e-4.
@@ -252,12 +252,13 @@ class SFModel(Model):
         self.register_buffer("virtual_features", virtual_node_features(c, f, options["seed"]))
 
     def _layer_outputs(self, data):
-        """Yield ``(problem, H_l)`` layer by layer on ``data``'s virtual-node graph (one
-        ``[N + C, D]`` activation alive at a time)."""
+        """Yield ``(problem, H_l)`` layer by layer on ``data``'s virtual-node graph, computed
+        exactly as training computes a frozen layer's output (so evaluating the training data
+        reproduces the run's metrics bitwise); a deeper layer consumes the output below it."""
         problem = SFProblem(data, self.virtual_features.to(data.x.dtype))
         h = problem.vg.x
-        for layer in self.layers:
-            h = project_forward(layer, h, problem.vg.graph)
+        for index, layer in enumerate(self.layers):
+            h = _stepper(layer, h, problem, self.options["tau"], consume_input=index > 0).output()
             yield problem, h
 
     @torch.no_grad()
@@ -298,7 +299,7 @@ class GreedySFTrainer(Trainer):
         self.num_stages = len(model.layers)
         self.tau = options["tau"]
         self.h = self.problem.vg.x           # the current stage's (frozen) input
-        self.val_sum = torch.zeros(self.problem.val_idx.numel(), data.num_classes, device=data.x.device)
+        self.probs = torch.zeros(self.problem.num_real, data.num_classes, device=data.x.device)
         self.stepper = None
 
     def begin_stage(self, stage):
@@ -317,14 +318,22 @@ class GreedySFTrainer(Trainer):
     def validate(self, stage):
         probs = self.stepper.val_probs()
         if self.options["val_mode"] == "cumulative":
-            probs = probs + self.val_sum
+            probs = probs + self.probs[self.problem.val_idx]
         return accuracy(probs, self.problem.y[self.problem.val_idx])
 
     def end_stage(self, stage):
         h = self.stepper.output()
         self.stepper = None  # frees the layer's prepared input
-        self.val_sum += self.problem.class_probs(h, self.tau)[self.problem.val_idx]
+        self.probs += self.problem.class_probs(h, self.tau)
         self.h = h if stage + 1 < self.num_stages else None
+
+    def final_metrics(self):
+        """From the frozen layers' outputs computed during training (no second pass over the
+        graph): the same numbers ``SFModel.evaluate`` gives on the training data."""
+        y = self.problem.y
+        return {name: accuracy(self.probs, y, idx) for name, idx in
+                (("val_accuracy", self.problem.val_idx), ("test_accuracy", self.problem.test_idx),
+                 ("train_accuracy", self.problem.train_idx))}
 
 
 __all__ = ["SFModel", "GreedySFTrainer", "SFProblem", "RowsOperand", "make_row_operands", "SF_MODELS",

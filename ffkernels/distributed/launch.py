@@ -5,7 +5,7 @@ The launcher partitions the graph first when the run needs partitions and none w
 ``python -m ffkernels train ... --distributed`` P times with the environment ``torchrun
 --standalone`` would set (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR=127.0.0.1``,
 a free ``MASTER_PORT``), and waits. Rank 0 prints the table and writes the outputs. When a
-rank fails, the others are given the run's timeout (+ 15 s) to report it themselves (each
+rank fails, the others are given :data:`FAILURE_GRACE_SECONDS` to report it themselves (each
 names the failed rank), then whatever still runs is ended; the launcher exits with the first
 failure's status.
 """
@@ -17,7 +17,9 @@ import sys
 import tempfile
 import time
 
-from .context import DEFAULT_TIMEOUT
+#: After a rank failed, the others get this long to notice (their collectives fail at once when
+#: the peer's connection closes, or after the run's timeout when it is stuck) and report it.
+FAILURE_GRACE_SECONDS = 15.0
 
 
 def _strip(argv: list, flag: str, takes_value: bool) -> list:
@@ -62,14 +64,16 @@ def launch_local(argv: list, args, spec, splits) -> int:
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")
         procs.append(subprocess.Popen([sys.executable, "-m", "ffkernels", "train", *child_argv, "--distributed"],
                                       env=env))
-    timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
     first_failure, deadline = None, None
     try:
-        while any(p.poll() is None for p in procs):
-            for rank, p in enumerate(procs):
-                if p.returncode not in (None, 0) and first_failure is None:
-                    first_failure = (rank, p.returncode)
-                    deadline = time.monotonic() + timeout + 15.0
+        while True:
+            codes = [p.poll() for p in procs]  # every rank polled: the first failure is the earliest
+            for rank, code in enumerate(codes):
+                if code not in (None, 0) and first_failure is None:
+                    first_failure = (rank, code)
+                    deadline = time.monotonic() + FAILURE_GRACE_SECONDS
+            if all(code is not None for code in codes):
+                break
             if deadline is not None and time.monotonic() > deadline:
                 break
             time.sleep(0.2)

@@ -101,7 +101,8 @@ def _rank_settings(settings, mode: str, rank: int):
         save, resume = rank_file(save, rank), rank_file(resume, rank)
     elif rank != 0:  # replicas: rank 0 writes, every rank reads the same file
         save = None
-    return replace(settings, save=save, resume=resume, log=settings.log if rank == 0 else None,
+    return replace(settings, save=save, resume=resume, save_every=settings.save_every if save else None,
+                   log=settings.log if rank == 0 else None,
                    tensorboard=settings.tensorboard if rank == 0 else None, progress=settings.progress and rank == 0)
 
 
