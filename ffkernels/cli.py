@@ -462,7 +462,12 @@ def main(argv=None) -> int:
     except TrainingInterrupted as exc:
         sys.stderr.write(f"\nffkernels: {exc.message}\n")
         return 130
-    except (NonFiniteLossError, MemoryError, RankFailure) as exc:
+    except RankFailure as exc:
+        sys.stderr.write(f"\nffkernels: training failed: {exc}\n")
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(1)  # a process group with a dead or stuck peer can hang the interpreter's exit
+    except (NonFiniteLossError, MemoryError) as exc:
         sys.stderr.write(f"\nffkernels: training failed: {exc}\n")
         return 1
     except (ValueError, TypeError, OSError) as exc:  # bad data, options or files found while loading

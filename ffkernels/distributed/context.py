@@ -8,7 +8,10 @@ second) and its progress (a counter bumped before every collective). When a coll
 (a peer's connection closed) or times out (a peer is stuck), the rank reads them and raises
 :class:`RankFailure` naming the rank(s) that died (stale heartbeat) or fell behind (lowest
 progress), instead of gloo's "connection closed by peer" or a hang. Every collective is bounded
-by the run's timeout (``timeout`` seconds, default :data:`DEFAULT_TIMEOUT`).
+by the run's timeout (``timeout`` seconds, default :data:`DEFAULT_TIMEOUT`): collectives run
+asynchronously and are waited for that long. Joining the group may take up to
+``max(timeout, CONNECT_TIMEOUT)``; a join that fails (it happens on loaded machines) is an error
+that torchrun's ``--max-restarts`` retries.
 """
 from __future__ import annotations
 
@@ -21,6 +24,9 @@ import torch
 import torch.distributed as dist
 
 DEFAULT_TIMEOUT = 180.0
+#: Joining the group may take longer than a collective: every rank imports torch and loads its
+#: part first, at different speeds. It gets at least this long.
+CONNECT_TIMEOUT = 60.0
 HEARTBEAT_SECONDS = 1.0
 _PREFIX = "ffkernels/"
 
@@ -48,6 +54,7 @@ class DistContext:
         self.device = device
         self.backend = backend or ("nccl" if device.type == "cuda" else "gloo")
         self.owns_group = False
+        self.failed = False
         if not dist.is_initialized():
             missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
             if missing:
@@ -55,7 +62,9 @@ class DistContext:
                                  f"ffkernels train --nproc P); missing environment: {', '.join(missing)}")
             if device.type == "cuda":
                 torch.cuda.set_device(device)
-            dist.init_process_group(self.backend, timeout=datetime.timedelta(seconds=self.timeout))
+            # the group's own timeout bounds joining; each collective waits the run's timeout
+            dist.init_process_group(self.backend, timeout=datetime.timedelta(seconds=max(self.timeout,
+                                                                                           CONNECT_TIMEOUT)))
             self.owns_group = True
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self._store = _default_store()
@@ -91,6 +100,7 @@ class DistContext:
 
     def diagnose(self, exc: BaseException) -> RankFailure:
         """Which rank(s) failed: stale heartbeats (dead) or the lowest progress (stuck)."""
+        self.failed = True
         reason = str(exc).splitlines()[0][:200] if str(exc) else exc.__class__.__name__
         others = [r for r in range(self.world_size) if r != self.rank]
         if self._store is None:
@@ -111,9 +121,9 @@ class DistContext:
             return RankFailure(f"rank {self.rank}: {host} is unreachable: it died or stopped ({reason})")
         dead = sorted(r for r, t in beats.items() if now - t > 2.5 * HEARTBEAT_SECONDS)
         if dead:
-            ago = ", ".join(f"rank {r} ({now - beats[r]:.0f} s ago)" for r in dead)
-            return RankFailure(f"rank {self.rank}: rank(s) {', '.join(map(str, dead))} died (last heartbeat: {ago}); "
-                               f"collective failed: {reason}")
+            ago = ", ".join(f"rank {r} {now - beats[r]:.0f} s ago" for r in dead)
+            return RankFailure(f"rank {self.rank}: rank(s) {', '.join(map(str, dead))} died or hung (last heartbeat: "
+                               f"{ago}); collective failed: {reason}")
         low = min(progress.values(), default=self._progress)
         stuck = sorted(r for r, p in progress.items() if p == low and p < self._progress)
         if stuck:
@@ -127,10 +137,14 @@ class DistContext:
         return self._run(what, fn, nbytes)
 
     def _run(self, what, fn, nbytes: int = 0):
+        """``fn()`` returns the op's ``Work`` (async) or its result; a Work is waited for at most
+        the run's timeout."""
         self._mark_progress()
         start = time.perf_counter()
         try:
             out = fn()
+            if isinstance(out, dist.Work):
+                out.wait(datetime.timedelta(seconds=self.timeout))
         except RankFailure:
             raise
         except Exception as exc:  # gloo: connection closed / timed out; NCCL: watchdog errors
@@ -142,7 +156,7 @@ class DistContext:
 
     def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum ``tensor`` over ranks in place (identical result on every rank)."""
-        self._run("all_reduce", lambda: dist.all_reduce(tensor), tensor.numel() * tensor.element_size())
+        self._run("all_reduce", lambda: dist.all_reduce(tensor, async_op=True), tensor.numel() * tensor.element_size())
         return tensor
 
     def all_reduce_many(self, tensors: list) -> list:
@@ -157,12 +171,12 @@ class DistContext:
         return out
 
     def all_to_all_single(self, output, input, output_split_sizes, input_split_sizes):
-        self._run("all_to_all", lambda: dist.all_to_all_single(output, input, output_split_sizes, input_split_sizes),
-                  input.numel() * input.element_size())
+        self._run("all_to_all", lambda: dist.all_to_all_single(output, input, output_split_sizes, input_split_sizes,
+                                                               async_op=True), input.numel() * input.element_size())
         return output
 
     def broadcast(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
-        self._run("broadcast", lambda: dist.broadcast(tensor, src), tensor.numel() * tensor.element_size())
+        self._run("broadcast", lambda: dist.broadcast(tensor, src, async_op=True), tensor.numel() * tensor.element_size())
         return tensor
 
     def all_gather_object(self, obj) -> list:
@@ -171,15 +185,16 @@ class DistContext:
         return out
 
     def barrier(self):
-        self._run("barrier", lambda: dist.barrier())
+        self._run("barrier", lambda: dist.barrier(async_op=True))
 
     def send(self, tensor, dst):
-        return self._run("isend", lambda: dist.isend(tensor, dst), tensor.numel() * tensor.element_size())
+        out = []
+        self._run("isend", lambda: out.append(dist.isend(tensor, dst)), tensor.numel() * tensor.element_size())
+        return out[0]
 
     def recv(self, tensor, src):
         """Blocking receive, bounded by the run's timeout (a dead sender is reported, not waited for)."""
-        work = self._run("irecv", lambda: dist.irecv(tensor, src))
-        self.wait(work)
+        self._run("irecv", lambda: dist.irecv(tensor, src))
         return tensor
 
     def wait(self, work):
@@ -192,7 +207,9 @@ class DistContext:
 
     def close(self):
         self._stop.set()
-        if self.owns_group and dist.is_initialized():
+        # After a failure the group is left alone: destroying (or aborting) it waits for the
+        # dead or stuck peer. The command line exits the process right after (os._exit).
+        if self.owns_group and dist.is_initialized() and not self.failed:
             try:
                 dist.destroy_process_group()
             except Exception:

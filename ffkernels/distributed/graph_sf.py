@@ -140,7 +140,7 @@ class PartitionedSFTrainer(Trainer):
 
     def _correct(self, probs, y) -> torch.Tensor:
         return torch.tensor([float((probs.argmax(1) == y).sum()) if y.numel() else 0.0, float(y.numel())],
-                            dtype=torch.float64)
+                            dtype=torch.float64, device=self.ctx.device)
 
     def _fraction(self, counts: torch.Tensor) -> float:
         total = self.ctx.all_reduce(counts)
@@ -176,7 +176,7 @@ class PartitionedSFTrainer(Trainer):
         return out
 
     def any_process(self, flag: bool) -> bool:
-        return bool(self.ctx.all_reduce(torch.tensor([float(flag)]))[0] > 0)
+        return bool(self.ctx.all_reduce(torch.tensor([float(flag)], device=self.ctx.device))[0] > 0)
 
     def finish(self) -> dict:
         return {"halo_bytes_per_layer": list(self.halo_bytes_per_layer)}

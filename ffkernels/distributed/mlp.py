@@ -33,7 +33,7 @@ class _Collective:
     """What the distributed MLP trainers share: Ctrl-C agreement and the rank-0 checkpoint."""
 
     def any_process(self, flag: bool) -> bool:
-        return bool(self.ctx.all_reduce(torch.tensor([float(flag)]))[0] > 0)
+        return bool(self.ctx.all_reduce(torch.tensor([float(flag)], device=self.ctx.device))[0] > 0)
 
 
 class DataParallelMLPTrainer(_Collective, FFTrainer):
@@ -71,7 +71,7 @@ class DataParallelMLPTrainer(_Collective, FFTrainer):
                 if net.head is not None:
                     net.head.step(net.head_features(xb), yb)
             batches += 1
-        return float(ctx.all_reduce(torch.tensor([total], dtype=torch.float64))[0]) / max(batches, 1)
+        return float(ctx.all_reduce(torch.tensor([total], dtype=torch.float64, device=ctx.device))[0]) / max(batches, 1)
 
     def _empty_step(self):
         """A rank with no rows in this batch still takes part in every layer's all-reduce."""
@@ -154,7 +154,7 @@ class PipelineFFTrainer(_Collective, FFTrainer):
 
         self._stream(batches(), self._width_in(), step)
         # the epoch's loss as single-process reports it: the mean over batches of the summed layer losses
-        loss = torch.tensor([sum(total) / max(len(total), 1)], dtype=torch.float64)
+        loss = torch.tensor([sum(total) / max(len(total), 1)], dtype=torch.float64, device=self.ctx.device)
         return float(self.ctx.all_reduce(loss)[0])
 
     @torch.no_grad()
@@ -218,7 +218,11 @@ class PipelineFFTrainer(_Collective, FFTrainer):
                     state.update(step=torch.zeros((), dtype=torch.float32, device=p.device if opt.defaults.get(
                         "fused") else "cpu"), exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
                 for key in ("step", "exp_avg", "exp_avg_sq"):
-                    self.ctx.broadcast(state[key], src=k)
+                    value = state[key]
+                    buffer = value.to(self.ctx.device)  # NCCL broadcasts device tensors (Adam's step is on the CPU)
+                    self.ctx.broadcast(buffer, src=k)
+                    if buffer is not value:
+                        value.copy_(buffer)
 
     def final_metrics(self) -> dict:
         data = self.data

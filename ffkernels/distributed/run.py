@@ -24,9 +24,10 @@ MODES = ("partition", "data", "pipeline")
 
 
 def _trainers() -> dict:
+    from .graph_ffvn import PartitionedFFVNTrainer
     from .graph_sf import PartitionedSFTrainer
     from .mlp import DataParallelMLPTrainer, PipelineFFTrainer
-    return {("sf", "partition"): PartitionedSFTrainer,
+    return {("sf", "partition"): PartitionedSFTrainer, ("ff-vn", "partition"): PartitionedFFVNTrainer,
             ("ff", "data"): DataParallelMLPTrainer, ("ff-hard", "data"): DataParallelMLPTrainer,
             ("symba", "data"): DataParallelMLPTrainer, ("cff", "data"): DataParallelMLPTrainer,
             ("ff", "pipeline"): PipelineFFTrainer, ("symba", "pipeline"): PipelineFFTrainer}
