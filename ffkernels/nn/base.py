@@ -26,8 +26,10 @@ OptimizerFactory = Callable[[list], torch.optim.Optimizer]
 
 
 def default_optimizer(params) -> torch.optim.Optimizer:
-    """ForwardGNN's per-layer optimiser: Adam, lr 1e-3, weight decay 5e-4."""
-    return torch.optim.Adam(params, lr=1e-3, weight_decay=5e-4)
+    """ForwardGNN's per-layer optimiser: Adam, lr 1e-3, weight decay 5e-4 (float32 master
+    copies for 16-bit parameters: :mod:`ffkernels.nn.optim`)."""
+    from .optim import optimizer_factory
+    return optimizer_factory("adam", 1e-3, 5e-4, fused=False)(params)
 
 
 @dataclass

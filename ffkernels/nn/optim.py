@@ -2,12 +2,72 @@
 
 A layer takes a *factory* ``params -> Optimizer`` (it creates its optimiser lazily, after
 ``.to(device)``); :func:`optimizer_factory` builds one for Adam or SGD.
+
+16-bit parameters (``.half()``, ``.bfloat16()``) are stepped through float32 *master* copies
+(:class:`Float32Master`): Adam's ``eps = 1e-8`` is 0 in float16 and its second moment of a
+small gradient underflows, so one Adam step in float16 turned most weights of an FFGCNConv
+into NaN; the master copies keep the optimiser's arithmetic in float32 and round the result
+to the parameter's dtype after every step.
 """
 from __future__ import annotations
 
 import torch
 
 OPTIMIZERS = ("adam", "sgd")
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+class Float32Master:
+    """An optimiser for 16-bit parameters that steps float32 copies of them.
+
+    ``step()`` hands each parameter's gradient (in float32) to the inner optimiser, which
+    updates the master copies; the parameters then get the master values rounded to their
+    dtype. A parameter changed from outside (e.g. an early-stopping restore) is re-read first.
+    ``state_dict`` holds the inner optimiser's state and the master copies, so a resumed run
+    continues exactly.
+    """
+
+    def __init__(self, params, inner_factory):
+        self.params = list(params)
+        self.master = [p.detach().to(torch.float32).clone() for p in self.params]
+        self.inner = inner_factory(self.master)
+
+    @property
+    def param_groups(self):
+        return self.inner.param_groups
+
+    @property
+    def state(self):
+        return self.inner.state
+
+    @property
+    def defaults(self):
+        return self.inner.defaults
+
+    @torch.no_grad()
+    def step(self):
+        for p, m in zip(self.params, self.master):
+            if not torch.equal(m.to(p.dtype), p):  # set from outside since the last step
+                m.copy_(p)
+            m.grad = None if p.grad is None else p.grad.to(torch.float32)
+        self.inner.step()
+        for p, m in zip(self.params, self.master):
+            p.copy_(m)
+            m.grad = None
+
+    def zero_grad(self, set_to_none: bool = True):
+        for p in self.params:
+            p.grad = None
+
+    def state_dict(self) -> dict:
+        return {**self.inner.state_dict(), "master": [m.clone() for m in self.master]}
+
+    def load_state_dict(self, state: dict) -> None:
+        state = dict(state)
+        for m, saved in zip(self.master, state.pop("master")):
+            m.copy_(saved)
+        self.inner.load_state_dict(state)
+
 
 
 def optimizer_factory(name: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.9,
@@ -22,6 +82,8 @@ def optimizer_factory(name: str = "adam", lr: float = 1e-3, weight_decay: float 
 
     def factory(params):
         params = list(params)
+        if any(p.dtype in LOW_PRECISION for p in params):
+            return Float32Master(params, optimizer_factory(name, lr, weight_decay, momentum, fused))
         if name == "sgd":
             return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
         if fused:
@@ -33,4 +95,4 @@ def optimizer_factory(name: str = "adam", lr: float = 1e-3, weight_decay: float 
     return factory
 
 
-__all__ = ["optimizer_factory", "OPTIMIZERS"]
+__all__ = ["optimizer_factory", "OPTIMIZERS", "Float32Master", "LOW_PRECISION"]

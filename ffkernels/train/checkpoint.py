@@ -101,6 +101,8 @@ def optimizer_state_to(state: dict, device) -> dict:
     for key, value in state["state"].items():
         out["state"][key] = {k: (v.to(device) if isinstance(v, torch.Tensor) and k != "step" else v)
                              for k, v in value.items()}
+    if "master" in state:  # nn.optim.Float32Master's float32 copies of 16-bit parameters
+        out["master"] = [m.to(device) for m in state["master"]]
     return out
 
 
