@@ -18,7 +18,7 @@ from .. import ops
 from ..nn.functional import normalize_rows
 from ..nn.gat import FFGATConv
 from ..ops.sf import sf_loss_grad_kernel
-from ..train.metrics import accuracy
+from ..train.metrics import accuracy, activation_sparsity
 from ..train.options import choice, positive_float
 from ..train.registry import Model, Trainer, register
 from .common import augment_with_virtual_nodes, build_layer, virtual_node_features
@@ -300,6 +300,7 @@ class GreedySFTrainer(Trainer):
         self.tau = options["tau"]
         self.h = self.problem.vg.x           # the current stage's (frozen) input
         self.probs = torch.zeros(self.problem.num_real, data.num_classes, device=data.x.device)
+        self.sparsity = []  # per layer, on the test rows (recomputed by a resumed run's replay)
         self.stepper = None
 
     def begin_stage(self, stage):
@@ -325,7 +326,12 @@ class GreedySFTrainer(Trainer):
         h = self.stepper.output()
         self.stepper = None  # frees the layer's prepared input
         self.probs += self.problem.class_probs(h, self.tau)
+        test = self.problem.test_idx
+        self.sparsity.append(activation_sparsity(h[test], self.problem.y[test]))
         self.h = h if stage + 1 < self.num_stages else None
+
+    def finish(self):
+        return {"activation_sparsity": self.sparsity}
 
     def final_metrics(self):
         """From the frozen layers' outputs computed during training (no second pass over the

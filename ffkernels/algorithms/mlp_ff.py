@@ -21,7 +21,7 @@ from torch import nn
 from ..nn import FFLinear, LocalLayer, normalize_rows
 from ..nn.base import StepResult
 from ..nn.optim import optimizer_factory
-from ..train.metrics import accuracy
+from ..train.metrics import accuracy, activation_sparsity
 from ..train.options import Option, choice, positive_float
 from ..train.registry import Model, register
 from .mlp_common import (BATCH_SIZE, MLP_PATIENCE, VAL_FRACTION, MLPTrainer, fit_val_rows, hard_wrong_labels,
@@ -439,7 +439,13 @@ class FFTrainer(MLPTrainer):
             self.model.set_mode(max(acc, key=lambda m: (acc[m], m == "goodness")))
 
     def finish(self):
-        return {**super().finish(), "inference": self.model.mode}
+        """Adds per-layer activation sparsity and class-ensemble overlap on the test rows (the
+        neutral-label pass, the one softmax inference reads)."""
+        data = self.data
+        x, y = data.x[data.test_idx], data.y[data.test_idx]
+        acts = self.net.activities(with_label(x, None, self.net.num_classes, self.net.label_scale))
+        return {**super().finish(), "inference": self.model.mode,
+                "activation_sparsity": [activation_sparsity(h, y) for h in acts]}
 
 
 FF_DEFAULTS = {"lr": 3e-3, "weight_decay": 0.0, "patience": MLP_PATIENCE}

@@ -53,6 +53,37 @@ def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
 
 
+def activation_sparsity(h: torch.Tensor, y: torch.Tensor, threshold: float = 0.5) -> dict:
+    """How sparse and how class-specific one layer's post-ReLU activity is.
+
+    Forward-Forward representations are reported to be very sparse, with category-specific
+    ensembles of units (Tosato et al. 2023). For ``h`` ``[R, D]`` (rows of nodes or samples)
+    and their labels ``y`` ``[R]``:
+
+    - ``zero_fraction``: fraction of zero activations; ``active_per_row``: mean number of
+      active units per row; ``dead_units``: fraction of units never active;
+    - a class's *ensemble*: the units active on at least ``threshold`` of its rows;
+      ``ensemble_size``: its mean size (fraction of units); ``ensemble_overlap``: the mean
+      Jaccard overlap of the ensembles of every pair of classes (1: all classes use the same
+      units; 0: disjoint ensembles).
+    """
+    active = h > 0
+    r, d = active.shape
+    out = {"zero_fraction": 1.0 - float(active.to(torch.float64).mean()) if h.numel() else 0.0,
+           "active_per_row": float(active.sum(1).to(torch.float64).mean()) if r else 0.0,
+           "dead_units": float((~active.any(0)).to(torch.float64).mean()) if d else 0.0}
+    classes = [c for c in torch.unique(y).tolist() if c >= 0]
+    ensembles = [active[y == c].to(torch.float64).mean(0) >= threshold for c in classes]
+    out["ensemble_size"] = float(torch.stack(ensembles).to(torch.float64).mean()) if ensembles else 0.0
+    overlaps = []
+    for i in range(len(ensembles)):
+        for j in range(i + 1, len(ensembles)):
+            union = int((ensembles[i] | ensembles[j]).sum())
+            overlaps.append(int((ensembles[i] & ensembles[j]).sum()) / union if union else 1.0)
+    out["ensemble_overlap"] = sum(overlaps) / len(overlaps) if overlaps else None
+    return out
+
+
 # ---------------------------------------------------------------------------- per-epoch records
 class EpochLog:
     """Where per-epoch records go: the run's history (always), a JSON-lines file (``log``)
@@ -185,5 +216,5 @@ def available_memory_bytes(device) -> int | None:
         return None
 
 
-__all__ = ["accuracy", "roc_auc", "EpochLog", "tensorboard_available", "PeakMemory", "status_kb",
+__all__ = ["accuracy", "roc_auc", "activation_sparsity", "EpochLog", "tensorboard_available", "PeakMemory", "status_kb",
            "available_memory_bytes"]
