@@ -25,7 +25,7 @@ from .options import OptionSet
 TASKS = ("node", "link", "mlp")
 SCHEDULES = ("greedy", "simultaneous")
 #: The algorithm families, imported once by :func:`load_algorithms`.
-FAMILY_MODULES = ("forwardgnn", "topdown", "ff_graph", "bp", "link", "mlp_ff", "pepita")
+FAMILY_MODULES = ("forwardgnn", "topdown", "ff_graph", "bp", "link", "mlp_ff", "pepita", "dfa")
 
 
 @dataclass(frozen=True)
