@@ -19,13 +19,16 @@ from ..nn.functional import normalize_rows
 from ..nn.gat import FFGATConv
 from ..ops.sf import sf_loss_grad_kernel
 from ..train.metrics import accuracy, activation_sparsity
-from ..train.options import choice, positive_float
+from ..train.options import Option, choice, positive_float
 from ..train.registry import Model, Trainer, register
 from .common import augment_with_virtual_nodes, build_layer, virtual_node_features
 
 SF_MODELS = ("gcn", "sage", "gat")
 #: The optimiser of every SF layer (ForwardGNN's): Adam, lr 1e-3, weight decay 5e-4.
 SF_DEFAULTS = {"lr": 1e-3, "weight_decay": 5e-4}
+#: ``sf``'s own: a larger rate with dropout (docs/algorithms.md#sf, "Beyond Cora-ML": measured on
+#: every bundled dataset, the same defaults for all of them).
+GREEDY_SF_DEFAULTS = {"lr": 1e-2, "weight_decay": 5e-4}
 TAU = positive_float("tau", 1.0, "temperature of the logits against the virtual nodes")
 
 
@@ -93,15 +96,51 @@ class RowsOperand:
             z += bias
         return z
 
+    def _transpose(self):
+        if self.sparse_t is None:  # built on first use: only the step rows need it
+            with warnings.catch_warnings():  # "sparse CSR support is in beta"
+                warnings.simplefilter("ignore", UserWarning)
+                # the transpose's values are a permutation of S's: keep it, so a dropped-out
+                # copy of S gets its transpose without another conversion
+                order = torch.sparse_csr_tensor(self.sparse.crow_indices(), self.sparse.col_indices(),
+                                                torch.arange(self.sparse.values().numel(), dtype=torch.float64,
+                                                             device=self.sparse.device), self.sparse.shape)
+                order_t = order.t().to_sparse_csr()
+                self.transpose_perm = order_t.values().to(torch.int64)
+                self.sparse_t = torch.sparse_csr_tensor(order_t.crow_indices(), order_t.col_indices(),
+                                                        self.sparse.values()[self.transpose_perm],
+                                                        order_t.shape)
+        return self.sparse_t
+
+    def dropped(self, rows: int, p: float, generator: torch.Generator) -> "RowsOperand":
+        """A copy with inverted dropout (probability ``p``) on the entries of its first ``rows``
+        rows (the training rows; the virtual rows stay whole). Sparse form: the dropout hits the
+        non-zeros of ``S`` (the real nodes' aggregated features); the virtual nodes' low-rank
+        term is kept."""
+        scale = 1.0 / (1.0 - p)
+        if self.dense is not None:
+            block = self.dense[:rows]
+            keep = torch.rand(block.shape, generator=generator, device=block.device) >= p
+            return RowsOperand(dense=torch.cat([block * keep * scale, self.dense[rows:]]))
+        sparse_t = self._transpose()
+        values = self.sparse.values()
+        end = int(self.sparse.crow_indices()[rows])
+        factor = torch.ones_like(values)
+        factor[:end] = (torch.rand(end, generator=generator, device=values.device) >= p).to(values.dtype) * scale
+        kept = values * factor
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            sparse = torch.sparse_csr_tensor(self.sparse.crow_indices(), self.sparse.col_indices(), kept,
+                                             self.sparse.shape)
+            transposed = torch.sparse_csr_tensor(sparse_t.crow_indices(), sparse_t.col_indices(),
+                                                 kept[self.transpose_perm], sparse_t.shape)
+        return RowsOperand(sparse=sparse, sparse_t=transposed, coef=self.coef, xv=self.xv, blocks=self.blocks)
+
     def grad_weight(self, grad_z: torch.Tensor) -> torch.Tensor:
         """``grad_z^T M`` ``[Dout, Fin]``."""
         if self.dense is not None:
             return grad_z.t() @ self.dense
-        if self.sparse_t is None:  # built on first use: only the step rows need it
-            with warnings.catch_warnings():  # "sparse CSR support is in beta"
-                warnings.simplefilter("ignore", UserWarning)
-                self.sparse_t = self.sparse.t().to_sparse_csr()
-        gw = (self.sparse_t @ grad_z).t().contiguous()
+        gw = (self._transpose() @ grad_z).t().contiguous()
         f, c = self.xv.shape[1], self.xv.shape[0]
         for b in range(self.blocks):
             gw[:, b * f:(b + 1) * f].addmm_(grad_z.t() @ self.coef[:, b * c:(b + 1) * c], self.xv)
@@ -176,19 +215,32 @@ def make_row_operands(layer, h_in: torch.Tensor, problem: "SFProblem", row_sets,
 class _LinearStepper:
     """SF steps for a GCN/SAGE layer on its cached prepared input (gathered rows only)."""
 
-    def __init__(self, layer, h_in: torch.Tensor, problem: "SFProblem", tau: float, consume_input: bool = False):
+    def __init__(self, layer, h_in: torch.Tensor, problem: "SFProblem", tau: float, consume_input: bool = False,
+                 dropout: float = 0.0, input_dropout: float = 0.0, generator: torch.Generator | None = None):
         self.layer, self.problem, self.tau = layer, problem, tau
         self.step_input, self.val_input, self.full = make_row_operands(
             layer, h_in, problem, (problem.step_rows, problem.val_rows, None), consume_input=consume_input)
         self.nv = problem.val_idx.numel()
+        self.dropout, self.input_dropout, self.generator = dropout, input_dropout, generator
 
     @torch.no_grad()
     def step(self) -> float:
         layer, p = self.layer, self.problem
-        h = self.step_input.matmul_wt(layer.weight, layer.bias).relu_()
+        rows = p.local_train.numel()
+        operand = self.step_input
+        if self.input_dropout > 0:  # inverted dropout of the training rows' (aggregated) input
+            operand = operand.dropped(rows, self.input_dropout, self.generator)
+        h = operand.matmul_wt(layer.weight, layer.bias).relu_()
+        keep = None
+        if self.dropout > 0:  # and of their hidden units before the loss (the virtual rows stay whole)
+            keep = (torch.rand(rows, h.shape[1], generator=self.generator, device=h.device) >= self.dropout)
+            keep = keep.to(h.dtype).mul_(1.0 / (1.0 - self.dropout))
+            h[:rows] *= keep
         loss, grad_rows = sf_loss_grad_kernel(h, p.local_train, p.y_train, p.local_virtual, self.tau)
         grad_z = grad_rows.mul_(h > 0)
-        grads = {"weight": self.step_input.grad_weight(grad_z),
+        if keep is not None:
+            grad_z[:rows] *= keep
+        grads = {"weight": operand.grad_weight(grad_z),
                  "bias": grad_z.sum(0) if layer.bias is not None else None}
         layer.apply_gradients(grads)
         return float(loss)
@@ -206,17 +258,35 @@ class _LinearStepper:
 class _GATStepper:
     """SF steps for a GAT layer: the attention couples every row, so the forward is full."""
 
-    def __init__(self, layer, prepared: torch.Tensor, problem: SFProblem, tau: float):
+    def __init__(self, layer, prepared: torch.Tensor, problem: SFProblem, tau: float, dropout: float = 0.0,
+                 input_dropout: float = 0.0, generator: torch.Generator | None = None):
         self.layer, self.problem, self.tau = layer, problem, tau
         self.full = prepared
+        self.dropout, self.input_dropout, self.generator = dropout, input_dropout, generator
+
+    def _mask(self, rows: int, width: int, p: float, device) -> torch.Tensor:
+        keep = torch.rand(rows, width, generator=self.generator, device=device) >= p
+        return keep.to(self.full.dtype).mul_(1.0 / (1.0 - p))
 
     def _objective(self, h):
         p = self.problem
-        return ops.sf_loss_grad(h, p.train_idx, p.y_train, p.virtual_idx, self.tau, dense=True)
+        if not self.dropout:
+            return ops.sf_loss_grad(h, p.train_idx, p.y_train, p.virtual_idx, self.tau, dense=True)
+        keep = self._mask(p.train_idx.numel(), h.shape[1], self.dropout, h.device)
+        h = h.clone()
+        h[p.train_idx] *= keep  # the training rows' hidden units, before the loss
+        loss, grad = ops.sf_loss_grad(h, p.train_idx, p.y_train, p.virtual_idx, self.tau, dense=True)
+        grad[p.train_idx] *= keep
+        return loss, grad
 
     @torch.no_grad()
     def step(self) -> float:
-        loss, _, grads = self.layer.gradients(self.full, self.problem.vg.graph, self._objective)
+        prepared = self.full
+        if self.input_dropout:  # the training rows' (normalised) input; the attention sees the rest whole
+            train = self.problem.train_idx
+            prepared = prepared.clone()
+            prepared[train] *= self._mask(train.numel(), prepared.shape[1], self.input_dropout, prepared.device)
+        loss, _, grads = self.layer.gradients(prepared, self.problem.vg.graph, self._objective)
         self.layer.apply_gradients(grads)
         return float(loss)
 
@@ -231,10 +301,11 @@ class _GATStepper:
         return self.layer.transform(self.full, self.problem.vg.graph)
 
 
-def _stepper(layer, h_in, problem, tau, consume_input=False):
+def _stepper(layer, h_in, problem, tau, consume_input=False, dropout=0.0, input_dropout=0.0, generator=None):
     if isinstance(layer, FFGATConv):
-        return _GATStepper(layer, layer.prepare(h_in, problem.vg.graph), problem, tau)
-    return _LinearStepper(layer, h_in, problem, tau, consume_input)
+        return _GATStepper(layer, layer.prepare(h_in, problem.vg.graph), problem, tau, dropout, input_dropout,
+                           generator)
+    return _LinearStepper(layer, h_in, problem, tau, consume_input, dropout, input_dropout, generator)
 
 
 
@@ -250,6 +321,8 @@ class SFModel(Model):
             build_layer(options["model"], widths[i], widths[i + 1], lr=options["lr"],
                         weight_decay=options["weight_decay"]) for i in range(options["layers"]))
         self.register_buffer("virtual_features", virtual_node_features(c, f, options["seed"]))
+        # how many layers inference sums (select_layers: the prefix with the best validation)
+        self.register_buffer("inference_layers", torch.tensor(options["layers"]))
 
     def _layer_outputs(self, data):
         """Yield ``(problem, H_l)`` layer by layer on ``data``'s virtual-node graph, computed
@@ -265,7 +338,9 @@ class SFModel(Model):
     def class_probs(self, data) -> torch.Tensor:
         """``sum_l softmax(H_l H_{l,V}^T / tau)`` ``[N, C]``."""
         total = None
-        for problem, h in self._layer_outputs(data):
+        for index, (problem, h) in enumerate(self._layer_outputs(data)):
+            if index >= int(self.inference_layers):
+                break
             probs = problem.class_probs(h, self.options["tau"])
             total = probs if total is None else total.add_(probs)
         return total
@@ -285,11 +360,20 @@ class SFModel(Model):
                 (("val_accuracy", data.val_idx), ("test_accuracy", data.test_idx), ("train_accuracy", data.train_idx))}
 
 
-@register("sf", task="node", models=SF_MODELS, schedule="greedy", model=SFModel, defaults=SF_DEFAULTS,
+DROPOUT = Option("dropout", float, 0.5, "inverted dropout of the training rows' hidden units before the SF loss",
+                 minimum=0.0, maximum=0.95)
+INPUT_DROPOUT = Option("input_dropout", float, 0.2, "inverted dropout of the training rows' aggregated input "
+                       "(the virtual nodes' rows stay whole)", minimum=0.0, maximum=0.95)
+SELECT_LAYERS = Option("select_layers", bool, True, "inference sums only the first k layers, k chosen by the "
+                       "validation accuracy of the summed prediction (the model keeps k)")
+
+
+@register("sf", task="node", models=SF_MODELS, schedule="greedy", model=SFModel, defaults=GREEDY_SF_DEFAULTS,
           description="single-forward with virtual nodes, greedy layer-wise (ForwardGNN)",
           options=(TAU, choice("val_mode", "cumulative", ("cumulative", "layer"),
                                     "a layer's early stopping scores the summed softmax of the layers so far "
-                                    "(cumulative, as inference) or its own (layer)")))
+                                    "(cumulative, as inference) or its own (layer)"),
+                   DROPOUT, INPUT_DROPOUT, SELECT_LAYERS))
 class GreedySFTrainer(Trainer):
     """Greedy SF: stage ``s`` trains layer ``s`` on the frozen output of layer ``s - 1``."""
 
@@ -300,14 +384,18 @@ class GreedySFTrainer(Trainer):
         self.tau = options["tau"]
         self.h = self.problem.vg.x           # the current stage's (frozen) input
         self.probs = torch.zeros(self.problem.num_real, data.num_classes, device=data.x.device)
+        self.prefix_probs = []  # the summed prediction after each layer (select_layers)
         self.sparsity = []  # per layer, on the test rows (recomputed by a resumed run's replay)
         self.stepper = None
+        self.generator = torch.Generator(device=data.x.device).manual_seed(options["seed"] + 202)  # dropout masks
 
     def begin_stage(self, stage):
         # Layer 1 reads the dataset's features (kept); a deeper layer's input is the frozen output
         # below it, consumed here (normalised in place) so it is not held while this layer trains.
         layer = self.model.layers[stage]
-        self.stepper = _stepper(layer, self.h, self.problem, self.tau, consume_input=stage > 0)
+        self.stepper = _stepper(layer, self.h, self.problem, self.tau, consume_input=stage > 0,
+                                dropout=self.options["dropout"], input_dropout=self.options["input_dropout"],
+                                generator=self.generator)
         self.h = None
 
     def stage_module(self, stage):
@@ -326,12 +414,26 @@ class GreedySFTrainer(Trainer):
         h = self.stepper.output()
         self.stepper = None  # frees the layer's prepared input
         self.probs += self.problem.class_probs(h, self.tau)
+        if self.options["select_layers"]:
+            self.prefix_probs.append(self.probs.clone())
+            if stage + 1 == self.num_stages:  # the prefix whose summed prediction validates best (fewest on ties)
+                val = [accuracy(pr, self.problem.y, self.problem.val_idx) for pr in self.prefix_probs]
+                best = max(range(len(val)), key=lambda k: (val[k], -k))
+                self.model.inference_layers.fill_(best + 1)
+                self.probs = self.prefix_probs[best]
+                self.prefix_probs = []
         test = self.problem.test_idx
         self.sparsity.append(activation_sparsity(h[test], self.problem.y[test]))
         self.h = h if stage + 1 < self.num_stages else None
 
     def finish(self):
-        return {"activation_sparsity": self.sparsity}
+        return {"activation_sparsity": self.sparsity, "inference_layers": int(self.model.inference_layers)}
+
+    def state_dict(self):
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state["generator"])
 
     def final_metrics(self):
         """From the frozen layers' outputs computed during training (no second pass over the

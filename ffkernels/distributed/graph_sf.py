@@ -65,7 +65,13 @@ class PartitionedSFTrainer(Trainer):
         self.val_sum = torch.zeros(self.val.numel(), self.c, device=dev)
         self.probs = {k: torch.zeros(idx.numel(), self.c, device=dev)
                       for k, idx in (("train", self.train), ("val", self.val), ("test", self.test))}
+        self.prefix_probs = []  # select_layers: the summed prediction after each layer
         self.halo_bytes_per_layer = []
+        # dropout masks of this rank's own training rows: the same distribution as single-process
+        # sf, another random stream (equal to it bitwise only with dropout = input_dropout = 0),
+        # reseeded from (seed, rank, layer, epoch) every epoch: a resumed run draws the same
+        # masks without any generator state in rank 0's checkpoint
+        self.generator = torch.Generator(device=dev)
 
     # -- communication
     def _exchange(self, owned_rows: torch.Tensor) -> torch.Tensor:
@@ -119,10 +125,23 @@ class PartitionedSFTrainer(Trainer):
     def _virtual(self, layer):
         return torch.relu_(torch.addmm(layer.bias, self.mv, layer.weight.t()))
 
+    def _keep(self, rows: int, width: int, p: float, like: torch.Tensor) -> torch.Tensor:
+        keep = torch.rand(rows, width, generator=self.generator, device=like.device) >= p
+        return keep.to(like.dtype).mul_(1.0 / (1.0 - p))
+
     @torch.no_grad()
     def train_epoch(self, stage, epoch):
         layer = self.model.layers[stage]
-        h = torch.relu_(torch.addmm(layer.bias, self.m_train, layer.weight.t()))
+        self.generator.manual_seed(((self.options["seed"] * 1_000_003 + self.ctx.rank) * 1_009 + stage) * 1_000_033
+                                   + epoch)
+        m_train = self.m_train
+        if self.options["input_dropout"] > 0:
+            m_train = m_train * self._keep(*m_train.shape, self.options["input_dropout"], m_train)
+        h = torch.relu_(torch.addmm(layer.bias, m_train, layer.weight.t()))
+        keep = None
+        if self.options["dropout"] > 0:
+            keep = self._keep(*h.shape, self.options["dropout"], h)
+            h *= keep
         hv = self._virtual(layer)
         logp = torch.log_softmax(h @ hv.t() / self.tau, dim=1)
         loss = -logp.gather(1, self.y_train[:, None]).sum().reshape(1) / self.n_train
@@ -130,8 +149,10 @@ class PartitionedSFTrainer(Trainer):
         r[torch.arange(r.shape[0], device=r.device), self.y_train] -= 1.0
         r /= self.tau * self.n_train
         dz = (r @ hv).mul_(h > 0)
+        if keep is not None:
+            dz *= keep
         grad_w, grad_b, grad_hv, loss = self.ctx.all_reduce_many(
-            [dz.t() @ self.m_train, dz.sum(0), r.t() @ h, loss])
+            [dz.t() @ m_train, dz.sum(0), r.t() @ h, loss])
         dzv = grad_hv.mul_(hv > 0)
         grad_w += dzv.t() @ self.mv
         grad_b += dzv.sum(0)
@@ -165,6 +186,14 @@ class PartitionedSFTrainer(Trainer):
             self.probs[key] += torch.softmax(h[idx] @ hv.t() / self.tau, dim=1)
         self.val_sum.copy_(self.probs["val"])
         last = stage + 1 == self.num_stages
+        if self.options["select_layers"]:
+            self.prefix_probs.append({k: v.clone() for k, v in self.probs.items()})
+            if last:  # the prefix whose summed prediction validates best (fewest layers on ties)
+                val = [self._fraction(self._correct(pr["val"], self.y_val)) for pr in self.prefix_probs]
+                best = max(range(len(val)), key=lambda k: (val[k], -k))
+                self.model.inference_layers.fill_(best + 1)
+                self.probs = self.prefix_probs[best]
+                self.prefix_probs = []
         self.h, self.h_virtual = (None, None) if last else (h, hv)
         if stage == 0:
             self.part.x = None  # the features are not needed again (a resumed run reloads its part)
@@ -179,7 +208,10 @@ class PartitionedSFTrainer(Trainer):
         return bool(self.ctx.all_reduce(torch.tensor([float(flag)], device=self.ctx.device))[0] > 0)
 
     def finish(self) -> dict:
-        return {"halo_bytes_per_layer": list(self.halo_bytes_per_layer)}
+        return {"halo_bytes_per_layer": list(self.halo_bytes_per_layer),
+                "inference_layers": int(self.model.inference_layers)}
+
+
 
 
 __all__ = ["PartitionedSFTrainer", "SUPPORTED_MODELS"]

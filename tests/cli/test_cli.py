@@ -28,7 +28,8 @@ def test_train_writes_json_report_with_every_resolved_option(tmp_path, capsys):
     for key in FIELDS:
         assert key in report, key
     assert report["dataset"] == "cora" and report["algo"] == "sf" and report["options"]["layers"] == 1
-    assert report["options"]["tau"] == 1.0 and report["options"]["lr"] == 1e-3  # the algorithm's defaults
+    assert report["options"]["tau"] == 1.0 and report["options"]["lr"] == 1e-2  # the algorithm's defaults
+    assert report["options"]["dropout"] == 0.5 and report["options"]["select_layers"] is True
     assert report["versions"]["ffkernels"] and report["versions"]["torch"]
     assert report["device"] == "cpu" and report["backend"] in ("reference", "cpu")
     assert 0.0 <= report["test_accuracy"] <= 1.0 and 0.0 <= report["val_accuracy"] <= 1.0
@@ -110,7 +111,7 @@ def test_algorithm_help_lists_its_own_options_with_defaults(capsys):
     (["train", "--val-every", "0"], "--val-every"),
     (["train", "--lr", "inf"], "--lr"),
     (["train", "--hidden", "10000000"], "hidden"),
-    (["train", "--algo", "sf", "--dropout", "0.1"], "--dropout is not an option of --algo sf"),
+    (["train", "--algo", "sf", "--theta", "0.1"], "--theta is not an option of --algo sf; algorithms that have it"),
     (["train", "--algo", "sf", "--task", "link"], "--task"),
     (["train", "--device", "tpu"], "--device"),
     (["predict", "/nonexistent/model.pt", "--dataset", "cora"], "model"),

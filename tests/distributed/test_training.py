@@ -10,7 +10,10 @@ import ffkernels
 from ffkernels.datasets import Dataset, synthetic
 from ffkernels.distributed import RankError, partition_graph, run_ranks
 
-SF_OPTS = dict(layers=2, hidden=8, epochs=12, val_every=2, patience=100, seed=3, progress=False)
+# without dropout the distributed run computes what single-process sf does (dropout masks come
+# from another random stream per rank: equal in distribution, not bitwise)
+SF_OPTS = dict(layers=2, hidden=8, epochs=12, val_every=2, patience=100, seed=3, dropout=0.0, input_dropout=0.0,
+               progress=False)
 # float sums in another order (per-rank partials, then the all-reduce) are the only difference:
 # after a dozen Adam steps parameters agree to ~1e-7 relative; 1e-5 leaves room for the
 # steps' amplification of rounding differences without hiding a wrong gradient (~1e-2).
@@ -95,3 +98,21 @@ def test_partitions_that_do_not_fit_the_run_are_refused(graph, tmp_path):
     partition_graph(graph, 3, "random", out_dir=tmp_path / "three")
     with pytest.raises(RankError, match="world.size|num_parts|3 parts"):
         run_ranks(_refused_rank, 2, str(tmp_path / "three"), timeout=60)
+
+
+def _sf_dropout_rank(rank, world, directory, ckpt, stop):
+    opts = dict(SF_OPTS, dropout=0.5, input_dropout=0.2)
+    dist = {"partitions": directory, "timeout": 60}
+    full = ffkernels.fit(None, "sf", distributed=dist, **opts)
+    ffkernels.fit(None, "sf", distributed=dist, save=ckpt, stop_after_epochs=stop, **opts)
+    resumed = ffkernels.fit(None, "sf", distributed=dist, resume=ckpt, **opts)
+    return _state(full), _state(resumed), full.metrics
+
+
+def test_partitioned_sf_with_dropout_learns_and_resumes_exactly(graph, tmp_path, one_thread):
+    partition_graph(graph, 2, "metis", out_dir=tmp_path / "parts")
+    results = run_ranks(_sf_dropout_rank, 2, str(tmp_path / "parts"), str(tmp_path / "ck.pt"), 7, timeout=180)
+    for full, resumed, metrics in results:
+        assert all(torch.equal(full[k], resumed[k]) for k in full)
+        assert metrics["test_accuracy"] > 0.45  # 3 classes: chance 1/3 after 12 epochs a layer
+    assert all(torch.equal(results[0][0][k], results[1][0][k]) for k in results[0][0])
