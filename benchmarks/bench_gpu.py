@@ -258,7 +258,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    avail = ffkernels.backends()
+    avail = ffkernels.available_backends()
     names = [n for n in ("triton", "cuda") if avail[n]["available"]]
     print("backends:", json.dumps(avail), flush=True)
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__,

@@ -125,7 +125,7 @@ def table(small: bool, repeat: int = 5) -> str:
     bw, t_copy = copy_bandwidth(inputs, repeat)
     lines = [f"ffkernels CPU micro-benchmarks ({platform.processor() or platform.machine()}, "
              f"{torch.get_num_threads()} threads, torch {torch.__version__}, cpu_isa "
-             f"{ffkernels._C.cpu_isa() if ffkernels.backends()['cpu']['available'] else 'n/a'})",
+             f"{ffkernels._C.cpu_isa() if ffkernels.available_backends()['cpu']['available'] else 'n/a'})",
              f"aggregate: N={s['N']:,} E={s['E']:,} F={s['F']} float32; goodness: [{s['GN']:,}, {s['GD']}] float32; "
              f"best of {repeat}",
              f"copy bandwidth (dst.copy_(h), read+write, preallocated): {bw:.1f} GB/s",
@@ -161,8 +161,8 @@ def table(small: bool, repeat: int = 5) -> str:
 # ----------------------------------------------------------------------------- pytest-benchmark
 @pytest.fixture(scope="module")
 def inputs():
-    if not ffkernels.backends()["cpu"]["available"]:
-        pytest.skip(ffkernels.backends()["cpu"]["reason"])
+    if not ffkernels.available_backends()["cpu"]["available"]:
+        pytest.skip(ffkernels.available_backends()["cpu"]["reason"])
     return make_inputs(SMALL)
 
 

@@ -9,10 +9,9 @@ set ``TRITON_INTERPRET=1`` before anything imports triton (ffkernels' ``tests/co
 """
 from __future__ import annotations
 
-import importlib
-
 import torch
 
+from . import backends as _registry
 from .backends import BACKEND_NAMES
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -21,15 +20,14 @@ KERNEL_BACKENDS = tuple(name for name in BACKEND_NAMES if name != "reference")
 
 def backend_module(name: str):
     """The module implementing backend ``name`` (``NAME``, ``supports``, the op functions)."""
-    return importlib.import_module("ffkernels.backends")._module(name)
+    return _registry._module(name)
 
 
 def usable_backends(op: str, device, dtype, include_reference: bool = False) -> list:
     """Backends that are available here and support ``op`` for ``dtype`` tensors on ``device``."""
-    from . import backends
     device = torch.device(device)
     names = []
-    for name, info in backends().items():
+    for name, info in _registry.available().items():
         if not info["available"] or (name == "reference" and not include_reference):
             continue
         if backend_module(name).supports(op, device, dtype):
@@ -41,8 +39,7 @@ def require_backend(backend: str, op: str, device, dtype) -> None:
     """Skip the calling pytest test when ``backend`` cannot run ``op`` here (with the reason)."""
     import pytest
 
-    from . import backends
-    info = backends()[backend]
+    info = _registry.available()[backend]
     if not info["available"]:
         pytest.skip(f"backend {backend} unavailable: {info['reason']}")
     if not backend_module(backend).supports(op, torch.device(device), dtype):

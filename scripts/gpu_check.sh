@@ -54,7 +54,7 @@ if ! step build 330 build.log "$PY" -m pip install --no-build-isolation --no-dep
 fi
 
 # 2. Which backends are usable (the cuda one needs the freshly built extension).
-step backends 60 build.log "$PY" -c 'import ffkernels, json; b = ffkernels.backends(); print(json.dumps(b, indent=1)); import sys; sys.exit(0 if b["triton"]["available"] and b["cuda"]["available"] else 3)'
+step backends 60 build.log "$PY" -c 'import ffkernels, json; b = ffkernels.available_backends(); print(json.dumps(b, indent=1)); import sys; sys.exit(0 if b["triton"]["available"] and b["cuda"]["available"] else 3)'
 
 # 3. Tests on CUDA, kernel tests first (time-boxed; -x stops at the first failure so the log
 #    ends on it), then the rest of the suite with what the time box leaves.

@@ -151,7 +151,7 @@ def test_aggregate_values_by_hand():
     x = torch.tensor([[1.0], [10.0], [100.0]])
     w = torch.tensor([1.0, 2.0, 3.0])
     for name in ["reference", "cpu"]:
-        if not ffkernels.backends()[name]["available"]:
+        if not ffkernels.available_backends()[name]["available"]:
             continue
         assert ops.aggregate(g, x, "sum", backend=name).flatten().tolist() == [0, 111, 0]
         assert ops.aggregate(g, x, "sum", w, backend=name).flatten().tolist() == [0, 231, 0]
@@ -170,7 +170,7 @@ def test_aggregate_gcn_equals_dense_formula():
     d = a.sum(1).rsqrt()
     expected = d[:, None] * a * d[None, :] @ x
     torch.testing.assert_close(ops.aggregate(g, x, "gcn", backend="reference"), expected)
-    if ffkernels.backends()["cpu"]["available"]:
+    if ffkernels.available_backends()["cpu"]["available"]:
         torch.testing.assert_close(ops.aggregate(g, x, "gcn", backend="cpu"), expected)
 
 
@@ -261,7 +261,7 @@ def test_goodness_backends_grad_equals_autograd(device):
         expected = autograd_loss(h, positive, 1.1, goodness, loss, 1.0, 4.0, pairs)
         (grad_auto,) = torch.autograd.grad(expected, z)
         for name in ["reference", "cpu", "triton", "cuda"]:
-            info = ffkernels.backends()[name]
+            info = ffkernels.available_backends()[name]
             if not info["available"] or not backend_module(name).supports(
                     "goodness_loss_grad", device, torch.float64):
                 continue
@@ -292,7 +292,7 @@ def test_linear_goodness_step_equals_autograd(loss, goodness, with_bias):
     h = torch.relu(F.linear(x, w, bias))
     expected = autograd_loss(h, positive, 0.8, goodness, loss, 1.0, 4.0, pairs)
     grads = torch.autograd.grad(expected, [w, b] if with_bias else [w])
-    names = [n for n in ("reference", "cpu", "triton", "cuda") if ffkernels.backends()[n]["available"] and
+    names = [n for n in ("reference", "cpu", "triton", "cuda") if ffkernels.available_backends()[n]["available"] and
              backend_module(n).supports("linear_goodness_step", x.device, torch.float64)]
     for name in names:
         total, g, gw, gb, hh = ops.linear_goodness_step(x, w.detach(), None if bias is None else b.detach(), positive,
@@ -338,8 +338,8 @@ def test_linear_goodness_step_dtypes(backend, device, dtype):
 
 
 # ----------------------------------------------------------------------------- cpu specifics
-needs_cpu = pytest.mark.skipif(not ffkernels.backends()["cpu"]["available"],
-                               reason=f"cpu backend: {ffkernels.backends()['cpu']['reason']}")
+needs_cpu = pytest.mark.skipif(not ffkernels.available_backends()["cpu"]["available"],
+                               reason=f"cpu backend: {ffkernels.available_backends()['cpu']['reason']}")
 
 
 @needs_cpu

@@ -15,7 +15,7 @@ import ffkernels
 from ffkernels import ops
 from ffkernels.graph import Graph
 
-_triton = ffkernels.backends()["triton"]
+_triton = ffkernels.available_backends()["triton"]
 pytestmark = pytest.mark.skipif(not _triton["available"], reason=f"triton backend: {_triton['reason']}")
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -205,7 +205,7 @@ def test_custom_ops_opcheck():
 @pytest.mark.parametrize("name", ["triton", "cuda"])
 def test_default_long_row_split_against_float64(name):
     """A hub with 3000 in-edges (over the default split chunk of 1024) on both GPU backends."""
-    info = ffkernels.backends()[name]
+    info = ffkernels.available_backends()[name]
     if not info["available"]:
         pytest.skip(f"backend {name}: {info['reason']}")
     from ffkernels.backends import _module
