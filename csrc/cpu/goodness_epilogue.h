@@ -37,6 +37,13 @@ inline T stable_sigmoid(T v) {
   return e / (T(1) + e);
 }
 
+// ReLU that keeps NaN (as torch.relu does): `v > 0 ? v : 0` would turn a NaN input into a
+// finite 0 and hide it from the loss while the weights still go NaN.
+template <typename T>
+inline T relu_nan(T v) {
+  return v < T(0) ? T(0) : v;
+}
+
 // Sum of squares of one row (after ReLU when kRelu; then also writes h = ReLU(in)).
 // Eight independent partial sums let the compiler vectorise without -ffast-math.
 template <typename in_t, typename h_t, typename acc_t, bool kRelu>
@@ -47,7 +54,7 @@ inline acc_t row_sum_squares(const in_t* in, h_t* h_out, int64_t D) {
     for (int j = 0; j < 8; ++j) {
       acc_t v = static_cast<acc_t>(in[d + j]);
       if (kRelu) {
-        v = v > acc_t(0) ? v : acc_t(0);
+        v = relu_nan(v);
         h_out[d + j] = static_cast<h_t>(v);
       }
       part[j] += v * v;
@@ -56,7 +63,7 @@ inline acc_t row_sum_squares(const in_t* in, h_t* h_out, int64_t D) {
   for (int j = 0; d < D; ++d, ++j) {
     acc_t v = static_cast<acc_t>(in[d]);
     if (kRelu) {
-      v = v > acc_t(0) ? v : acc_t(0);
+      v = relu_nan(v);
       h_out[d] = static_cast<h_t>(v);
     }
     part[j] += v * v;
@@ -69,7 +76,7 @@ template <typename in_t, typename grad_t, typename acc_t, bool kRelu>
 inline void row_scale(const in_t* in, grad_t* grad, int64_t D, acc_t scale) {
   for (int64_t d = 0; d < D; ++d) {
     acc_t v = static_cast<acc_t>(in[d]);
-    if (kRelu) v = v > acc_t(0) ? v : acc_t(0);
+    if (kRelu) v = relu_nan(v);
     grad[d] = static_cast<grad_t>(scale * v);
   }
 }

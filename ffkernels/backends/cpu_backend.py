@@ -74,7 +74,21 @@ def _register_fakes():
                 grad_bias, x.new_empty((x.shape[0], weight.shape[0])))
 
 
+def _register_autograd():
+    """Real gradients for aggregate; a raising backward for the closed-form ops."""
+    if extension() is None or getattr(_register_autograd, "done", False):
+        return
+    _register_autograd.done = True
+    from . import _autograd
+
+    _autograd.register("ffkernels", lambda *args: torch.ops.ffkernels.aggregate(*args),
+                       closed_form_ops=CLOSED_FORM_OPS)
+
+
+CLOSED_FORM_OPS = ("goodness_loss_grad", "linear_goodness_step")
+
 try:
     _register_fakes()
 except Exception:  # a fake registration must never make the backend unusable
     pass
+_register_autograd()

@@ -45,8 +45,8 @@ def aggregate(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt):
         msg = msg * edge_weight.to(acc).unsqueeze(1)
     out = torch.zeros(n, x.shape[1], dtype=acc, device=x.device)
     if reduce == "max":
-        if col.numel() > 0:
-            out = out.index_reduce(0, rows, msg, "amax", include_self=False)
+        # (also with no edges: keeps the result connected to x for autograd)
+        out = out.index_reduce(0, rows, msg, "amax", include_self=False)
     else:
         out.index_add_(0, rows, msg)
     if reduce == "mean":

@@ -2,8 +2,12 @@
 
 Each function validates its inputs (a bad input raises ``ValueError``/``TypeError`` naming
 the argument), converts them to kernel-level arguments and dispatches to a backend
-(``ffkernels.backends``). No autograd: call them under ``torch.no_grad()`` or not at all
-inside an autograd graph; the results carry no gradient history.
+(``ffkernels.backends``).
+
+Autograd: :func:`aggregate` is differentiable on every backend (with respect to ``x`` and
+``edge_weight``), so it also serves backprop models. The goodness / linear-step / SF ops return
+their gradient in closed form and have no autograd formula: called with grad mode on and an
+input that requires grad, they raise ``RuntimeError`` (call them under ``torch.no_grad()``).
 """
 from __future__ import annotations
 
@@ -19,6 +23,17 @@ __all__ = ["aggregate", "goodness_loss_grad", "linear_goodness_step"]
 AGGREGATE_REDUCES = ("sum", "mean", "max", "gcn")
 GOODNESS_KINDS = ("sum", "mean")
 LOSSES = ("ff", "symba")
+
+
+def reject_autograd(op: str, **tensors) -> None:
+    """Raise when ``op`` (a closed-form-gradient op) would be recorded by autograd."""
+    if not torch.is_grad_enabled():
+        return
+    for name, value in tensors.items():
+        if value is not None and value.requires_grad:
+            raise RuntimeError(f"{op}: {name} requires grad, but {op} has no autograd formula (it returns its "
+                               f"gradient in closed form); call it under torch.no_grad() or pass "
+                               f"{name}.detach()")
 
 
 def _check_graph(graph) -> Graph:
@@ -137,6 +152,7 @@ def goodness_loss_grad(h: torch.Tensor, positive: torch.Tensor, theta: float = 2
     check_float(h, "h", ndim=2)
     theta, temperature, alpha, pairs = _check_goodness_args("h", h, positive, theta, goodness, loss,
                                                             temperature, alpha, pairs)
+    reject_autograd("goodness_loss_grad", h=h)
     impl = _backends.resolve("goodness_loss_grad", backend, h.device, h.dtype)
     return impl.goodness_loss_grad(h.contiguous(), positive.contiguous(), theta, goodness, loss,
                                    temperature, alpha, pairs)
@@ -176,6 +192,7 @@ def linear_goodness_step(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
         check_same_device("bias", bias, x.device, "x")
     theta, temperature, alpha, pairs = _check_goodness_args("x", x, positive, theta, goodness, loss,
                                                             temperature, alpha, pairs)
+    reject_autograd("linear_goodness_step", x=x, weight=weight, bias=bias)
     impl = _backends.resolve("linear_goodness_step", backend, x.device, x.dtype)
     return impl.linear_goodness_step(x.contiguous(), weight.contiguous(),
                                      None if bias is None else bias.contiguous(), positive.contiguous(),

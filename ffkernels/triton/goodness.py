@@ -19,7 +19,7 @@ MAX_SINGLE_TILE_D = 1024
 @triton.jit
 def _softplus(x):
     # log(1 + exp(x)) without overflow.
-    return tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x)))
+    return tl.maximum(x, 0.0, propagate_nan=tl.PropagateNan.ALL) + tl.log(1.0 + tl.exp(-tl.abs(x)))
 
 
 @triton.jit

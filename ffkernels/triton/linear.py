@@ -48,7 +48,7 @@ def _linear_goodness_kernel(x_ptr, w_ptr, b_ptr, h_ptr, partial_ptr, pos_ptr, np
     if HAS_BIAS:
         bias = tl.load(b_ptr + cols, mask=mask_n, other=0.0).to(tl.float32)
         acc += bias[None, :]
-    h = tl.maximum(acc, 0.0)
+    h = tl.maximum(acc, 0.0, propagate_nan=tl.PropagateNan.ALL)  # ReLU keeps NaN, as torch.relu
     h = tl.where(mask_n[None, :], h, 0.0)
     out_offs = rows[:, None] * dout + cols[None, :]
     out_mask = mask_m[:, None] & mask_n[None, :]

@@ -91,3 +91,13 @@ def _(x, weight, bias, block_n):
     n, dout = x.shape[0], weight.shape[0]
     bn = block_n or max(16, min(_lin.triton.next_power_of_2(max(dout, 1)), _lin.MAX_FUSED_DOUT))
     return x.new_empty((n, dout)), x.new_empty((n, -(-max(dout, 1) // bn)), dtype=torch.float32)
+
+
+def _register_autograd():
+    from ..backends import _autograd
+
+    _autograd.register(_NS, lambda *args: aggregate(*args),
+                       closed_form_ops=("ff_goodness_loss_grad", "linear_relu_goodness_ff"))
+
+
+_register_autograd()
