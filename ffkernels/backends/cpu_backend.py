@@ -36,12 +36,23 @@ def aggregate(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt):
     return _ops().aggregate(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt)
 
 
-def goodness_loss_grad(h, positive, theta, goodness, loss, temperature, alpha, pairs):
+def goodness_loss_grad(h, positive, theta, goodness, loss, temperature, alpha, pairs, inplace=False):
+    if inplace:  # grad_z overwrites h
+        total, g = _ops().goodness_loss_grad_(h, positive, float(theta), goodness, loss, float(temperature),
+                                              float(alpha), pairs)
+        return total, g, h
     return _ops().goodness_loss_grad(h, positive, float(theta), goodness, loss, float(temperature),
                                      float(alpha), pairs)
 
 
-def linear_goodness_step(x, weight, bias, positive, theta, goodness, loss, temperature, alpha, pairs):
+def linear_goodness_step(x, weight, bias, positive, theta, goodness, loss, temperature, alpha, pairs,
+                         h_out=None, grad_z_out=None):
+    """``h_out`` / ``grad_z_out``: caller buffers for h and z / grad_z (both or neither)."""
+    if h_out is not None:
+        total, g, grad_w, grad_b = _ops().linear_goodness_step_out(
+            x, weight, bias, positive, float(theta), goodness, loss, float(temperature), float(alpha), pairs,
+            h_out, grad_z_out)
+        return total, g, grad_w, (grad_b if bias is not None else None), h_out
     return _ops().linear_goodness_step(x, weight, bias, positive, float(theta), goodness, loss,
                                        float(temperature), float(alpha), pairs)
 
@@ -66,12 +77,25 @@ def _register_fakes():
         acc = _acc(h.dtype)
         return h.new_empty((), dtype=acc), h.new_empty((h.shape[0],), dtype=acc), h.new_empty(h.shape)
 
+    @register("ffkernels::goodness_loss_grad_")
+    def _goodness_inplace_fake(h, positive, theta, goodness, loss, temperature, alpha, pairs):
+        acc = _acc(h.dtype)
+        return h.new_empty((), dtype=acc), h.new_empty((h.shape[0],), dtype=acc)
+
     @register("ffkernels::linear_goodness_step")
     def _linear_fake(x, weight, bias, positive, theta, goodness, loss, temperature, alpha, pairs):
         acc = _acc(x.dtype)
         grad_bias = None if bias is None else bias.new_empty(bias.shape)
         return (x.new_empty((), dtype=acc), x.new_empty((x.shape[0],), dtype=acc), weight.new_empty(weight.shape),
                 grad_bias, x.new_empty((x.shape[0], weight.shape[0])))
+
+    @register("ffkernels::linear_goodness_step_out")
+    def _linear_out_fake(x, weight, bias, positive, theta, goodness, loss, temperature, alpha, pairs, h_out,
+                         grad_z_out):
+        acc = _acc(x.dtype)
+        grad_bias = weight.new_empty((0,)) if bias is None else bias.new_empty(bias.shape)
+        return (x.new_empty((), dtype=acc), x.new_empty((x.shape[0],), dtype=acc), weight.new_empty(weight.shape),
+                grad_bias)
 
 
 def _register_autograd():

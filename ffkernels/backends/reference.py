@@ -84,17 +84,36 @@ def goodness_coefficients(goodness, positive, theta, loss, temperature, alpha, p
     return total, coef
 
 
-def goodness_loss_grad(h, positive, theta, goodness, loss, temperature, alpha, pairs):
+# Rows per chunk of the in-place reference: bounds its temporaries to ~16 MiB whatever N is.
+_INPLACE_CHUNK_ELEMENTS = 1 << 22
+
+
+def goodness_loss_grad(h, positive, theta, goodness, loss, temperature, alpha, pairs, inplace=False):
+    """``(loss, goodness, grad_z)``; ``inplace=True`` writes grad_z over ``h`` (returned as
+    grad_z) and allocates nothing of h's size: rows are processed in bounded chunks, goodness
+    first (the coefficients need every row's), then the scaling."""
     acc = _acc_dtype(h.dtype)
-    hs = h.to(acc)
     k = 1.0 if goodness == "sum" else 1.0 / max(h.shape[1], 1)
-    g = k * (hs * hs).sum(dim=1)
+    if not inplace:
+        hs = h.to(acc)
+        g = k * (hs * hs).sum(dim=1)
+        total, coef = goodness_coefficients(g, positive, theta, loss, temperature, alpha, pairs)
+        grad_z = (coef * (2.0 * k)).unsqueeze(1) * hs
+        return total, g, grad_z.to(h.dtype)
+    step = max(1, _INPLACE_CHUNK_ELEMENTS // max(h.shape[1], 1))
+    chunks = h.split(step)
+    g = torch.cat([k * (c.to(acc) * c.to(acc)).sum(dim=1) for c in chunks]) if chunks else \
+        h.new_zeros(0, dtype=acc)
     total, coef = goodness_coefficients(g, positive, theta, loss, temperature, alpha, pairs)
-    grad_z = (coef * (2.0 * k)).unsqueeze(1) * hs
-    return total, g, grad_z.to(h.dtype)
+    scale = coef * (2.0 * k)
+    for c, sc in zip(chunks, scale.split(step)):
+        c.copy_(sc.unsqueeze(1) * c.to(acc))
+    return total, g, h
 
 
-def linear_goodness_step(x, weight, bias, positive, theta, goodness, loss, temperature, alpha, pairs):
+def linear_goodness_step(x, weight, bias, positive, theta, goodness, loss, temperature, alpha, pairs,
+                         h_out=None, grad_z_out=None):
+    """``h_out`` / ``grad_z_out`` (both or neither): receive h and grad_z; h_out is returned as h."""
     acc = _acc_dtype(x.dtype)
     xs = x.to(acc)
     z = xs @ weight.to(acc).t()
@@ -104,4 +123,8 @@ def linear_goodness_step(x, weight, bias, positive, theta, goodness, loss, tempe
     total, g, grad_z = goodness_loss_grad(h, positive, theta, goodness, loss, temperature, alpha, pairs)
     grad_weight = (grad_z.t() @ xs).to(weight.dtype)
     grad_bias = grad_z.sum(0).to(bias.dtype) if bias is not None else None
+    if h_out is not None:
+        h_out.copy_(h)
+        grad_z_out.copy_(grad_z)
+        return total, g, grad_weight, grad_bias, h_out
     return total, g, grad_weight, grad_bias, h.to(x.dtype)

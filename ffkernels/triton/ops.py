@@ -40,6 +40,31 @@ def _(h, positive, k, theta, temperature):
     return (h.new_empty((n,), dtype=torch.float32), h.new_empty((n,), dtype=torch.float32), torch.empty_like(h))
 
 
+@torch.library.custom_op(f"{_NS}::ff_goodness_loss_grad_", mutates_args=("h",))
+def ff_goodness_loss_grad_(h: torch.Tensor, positive: torch.Tensor, k: float, theta: float,
+                           temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """In place: grad_z overwrites ``h``; returns ``(loss_terms [N] f32, goodness [N] f32)``."""
+    terms, g, _ = _good.ff_goodness_loss_grad(h, positive, k, theta, temperature, out=h)
+    return terms, g
+
+
+@ff_goodness_loss_grad_.register_fake
+def _(h, positive, k, theta, temperature):
+    n = h.shape[0]
+    return h.new_empty((n,), dtype=torch.float32), h.new_empty((n,), dtype=torch.float32)
+
+
+@torch.library.custom_op(f"{_NS}::scale_rows_", mutates_args=("h",))
+def scale_rows_(h: torch.Tensor, coef: torch.Tensor, factor: float) -> None:
+    """In place: ``h[i, :] *= factor * coef[i]``."""
+    _good.scale_rows(h, coef, factor, h.dtype, out=h)
+
+
+@scale_rows_.register_fake
+def _(h, coef, factor):
+    return None
+
+
 @torch.library.custom_op(f"{_NS}::row_goodness", mutates_args=())
 def row_goodness(h: torch.Tensor, k: float) -> torch.Tensor:
     return _good.row_goodness(h, k)
@@ -75,6 +100,49 @@ def _(x, weight, bias, positive, k, theta, temperature):
     n, dout = x.shape[0], weight.shape[0]
     return (x.new_empty((n, dout)), x.new_empty((n,), dtype=torch.float32),
             x.new_empty((n,), dtype=torch.float32), x.new_empty((n, dout)))
+
+
+@torch.library.custom_op(f"{_NS}::linear_relu_goodness_ff_out", mutates_args=("h_out", "grad_out"))
+def linear_relu_goodness_ff_out(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                                positive: torch.Tensor, k: float, theta: float, temperature: float,
+                                h_out: torch.Tensor, grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`linear_relu_goodness_ff` into caller buffers: ``(goodness, loss_terms)``."""
+    _, g, terms, _ = _lin.linear_relu_goodness(x, weight, bias, positive, k, theta, temperature, True,
+                                               h_out=h_out, grad_out=grad_out)
+    return g, terms
+
+
+@linear_relu_goodness_ff_out.register_fake
+def _(x, weight, bias, positive, k, theta, temperature, h_out, grad_out):
+    n = x.shape[0]
+    return x.new_empty((n,), dtype=torch.float32), x.new_empty((n,), dtype=torch.float32)
+
+
+@torch.library.custom_op(f"{_NS}::linear_relu_sumsq_out", mutates_args=("h_out",))
+def linear_relu_sumsq_out(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                          block_n: int, h_out: torch.Tensor) -> torch.Tensor:
+    """:func:`linear_relu_sumsq` writing h into ``h_out``: returns the partial sums of squares."""
+    _, partial, _, _ = _lin.linear_relu_goodness(x, weight, bias, None, 1.0, 0.0, 1.0, False,
+                                                 block_n=block_n or None, h_out=h_out)
+    return partial
+
+
+@linear_relu_sumsq_out.register_fake
+def _(x, weight, bias, block_n, h_out):
+    n, dout = x.shape[0], weight.shape[0]
+    bn = block_n or max(16, min(_lin.triton.next_power_of_2(max(dout, 1)), _lin.MAX_FUSED_DOUT))
+    return x.new_empty((n, -(-max(dout, 1) // bn)), dtype=torch.float32)
+
+
+@torch.library.custom_op(f"{_NS}::scale_rows_out", mutates_args=("out",))
+def scale_rows_out(h: torch.Tensor, coef: torch.Tensor, factor: float, out: torch.Tensor) -> None:
+    """``out[i, :] = factor * coef[i] * h[i, :]`` (``out`` any float dtype)."""
+    _good.scale_rows(h, coef, factor, out.dtype, out=out)
+
+
+@scale_rows_out.register_fake
+def _(h, coef, factor, out):
+    return None
 
 
 @torch.library.custom_op(f"{_NS}::linear_relu_sumsq", mutates_args=())

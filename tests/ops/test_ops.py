@@ -307,10 +307,15 @@ def test_custom_ops_opcheck():
     z, positive, pairs = goodness_inputs(20, 6)
     torch.library.opcheck(torch.ops.ffkernels.goodness_loss_grad.default,
                           (torch.relu(z), positive, 1.0, "sum", "symba", 1.0, 4.0, pairs))
+    torch.library.opcheck(torch.ops.ffkernels.goodness_loss_grad_.default,
+                          (torch.relu(z), positive, 1.0, "mean", "ff", 1.0, 4.0, None))
     xl, wl, bl, pl, _ = linear_inputs(10, 5, 4)
     for bias in (bl, None):
         torch.library.opcheck(torch.ops.ffkernels.linear_goodness_step.default,
                               (xl, wl, bias, pl, 1.0, "mean", "ff", 1.0, 4.0, None))
+        torch.library.opcheck(torch.ops.ffkernels.linear_goodness_step_out.default,
+                              (xl, wl, bias, pl, 1.0, "mean", "ff", 1.0, 4.0, None, torch.empty(10, 4),
+                               torch.empty(10, 4)))
 
 
 @needs_cpu

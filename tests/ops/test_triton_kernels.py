@@ -200,6 +200,12 @@ def test_custom_ops_opcheck():
     b = torch.randn(3).to(DEVICE)
     opcheck(nt.linear_relu_goodness_ff, (x, w, b, positive, 1.0, 2.0, 1.0), test_utils=utils)
     opcheck(nt.linear_relu_sumsq, (x, w, None, 0), test_utils=utils)
+    opcheck(nt.ff_goodness_loss_grad_, (h.clone(), positive, 1.0, 2.0, 1.0), test_utils=utils)
+    opcheck(nt.scale_rows_, (h.clone(), torch.rand(n).to(DEVICE), 2.0), test_utils=utils)
+    opcheck(nt.scale_rows_out, (h, torch.rand(n).to(DEVICE), 2.0, torch.empty_like(h)), test_utils=utils)
+    opcheck(nt.linear_relu_goodness_ff_out, (x, w, b, positive, 1.0, 2.0, 1.0, torch.empty(n, 3).to(DEVICE),
+                                             torch.empty(n, 3).to(DEVICE)), test_utils=utils)
+    opcheck(nt.linear_relu_sumsq_out, (x, w, None, 0, torch.empty(n, 3).to(DEVICE)), test_utils=utils)
 
 
 @pytest.mark.parametrize("name", ["triton", "cuda"])
