@@ -24,7 +24,7 @@ def test_backends_is_the_registry_module_and_available_backends_the_function():
 def test_import_registers_the_custom_ops():
     """torch.ops.ffkernels.* exist right after `import ffkernels`, before any op call."""
     code = ("import torch, ffkernels; ok = ffkernels.available_backends()['cpu']['available']; "
-            "names = {'aggregate', 'goodness_loss_grad', 'linear_goodness_step'}; "
+            "names = {'aggregate', 'goodness_loss_grad', 'linear_goodness_step', 'sf_loss_grad'}; "
             "print(not ok or all(hasattr(torch.ops.ffkernels, n) for n in names))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True", out.stderr

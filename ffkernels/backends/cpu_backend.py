@@ -12,7 +12,7 @@ from .._extension import extension, extension_error
 
 NAME = "cpu"
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-OPS = ("aggregate", "goodness_loss_grad", "linear_goodness_step")
+OPS = ("aggregate", "goodness_loss_grad", "linear_goodness_step", "sf_loss_grad")
 
 
 def availability():
@@ -57,6 +57,10 @@ def linear_goodness_step(x, weight, bias, positive, theta, goodness, loss, tempe
                                        float(temperature), float(alpha), pairs)
 
 
+def sf_loss_grad(h, train_idx, y_train, virtual_idx, tau):
+    return _ops().sf_loss_grad(h, train_idx, y_train, virtual_idx, float(tau))
+
+
 def _acc(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -89,6 +93,11 @@ def _register_fakes():
         return (x.new_empty((), dtype=acc), x.new_empty((x.shape[0],), dtype=acc), weight.new_empty(weight.shape),
                 grad_bias, x.new_empty((x.shape[0], weight.shape[0])))
 
+    @register("ffkernels::sf_loss_grad")
+    def _sf_fake(h, train_idx, y_train, virtual_idx, tau):
+        return (h.new_empty((), dtype=_acc(h.dtype)),
+                h.new_empty((train_idx.shape[0] + virtual_idx.shape[0], h.shape[1])))
+
     @register("ffkernels::linear_goodness_step_out")
     def _linear_out_fake(x, weight, bias, positive, theta, goodness, loss, temperature, alpha, pairs, h_out,
                          grad_z_out):
@@ -109,7 +118,7 @@ def _register_autograd():
                        closed_form_ops=CLOSED_FORM_OPS)
 
 
-CLOSED_FORM_OPS = ("goodness_loss_grad", "linear_goodness_step")
+CLOSED_FORM_OPS = ("goodness_loss_grad", "linear_goodness_step", "sf_loss_grad")
 
 try:
     _register_fakes()

@@ -128,3 +128,21 @@ def linear_goodness_step(x, weight, bias, positive, theta, goodness, loss, tempe
         grad_z_out.copy_(grad_z)
         return total, g, grad_weight, grad_bias, h_out
     return total, g, grad_weight, grad_bias, h.to(x.dtype)
+
+
+def sf_loss_grad(h, train_idx, y_train, virtual_idx, tau):
+    """The single-forward loss (ALGORITHMS.md 1.4): ``(loss, grad_rows)`` with
+    ``logits = h[train] h[V]^T / tau``, ``loss = CrossEntropy(logits, y)``, ``R = (P - Y) / (tau n)``
+    and ``grad_rows = cat(R h_V, R^T h_train)`` (``[n_train + C, D]``, h's dtype)."""
+    acc = _acc_dtype(h.dtype)
+    h_train = h.index_select(0, train_idx).to(acc)
+    h_virtual = h.index_select(0, virtual_idx).to(acc)
+    n_train = h_train.shape[0]
+    logits = (h_train @ h_virtual.t()) / tau
+    log_p = torch.log_softmax(logits, dim=1)
+    loss = -log_p.gather(1, y_train.unsqueeze(1)).sum() / max(n_train, 1)
+    r = log_p.exp_()
+    r.scatter_add_(1, y_train.unsqueeze(1), torch.full((n_train, 1), -1.0, dtype=acc, device=h.device))
+    r.mul_(1.0 / (tau * max(n_train, 1)))
+    grad = torch.cat([r @ h_virtual, r.t() @ h_train], dim=0)
+    return loss, grad.to(h.dtype)

@@ -16,7 +16,7 @@ from . import reference as _reference
 
 NAME = "triton"
 
-OPS = ("aggregate", "goodness_loss_grad", "linear_goodness_step")
+OPS = ("aggregate", "goodness_loss_grad", "linear_goodness_step", "sf_loss_grad")
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -88,6 +88,15 @@ def goodness_loss_grad(h, positive, theta, goodness, loss, temperature, alpha, p
     g = ops.row_goodness(h, k)
     total, grad = _symba_grad(h, g, positive, theta, temperature, alpha, pairs, k, h.dtype, inplace)
     return total, g, grad
+
+
+def sf_loss_grad(h, train_idx, y_train, virtual_idx, tau):
+    from ..triton import sf as _sf
+
+    if virtual_idx.numel() > _sf.MAX_CLASSES:  # more classes than one logits tile: the formula
+        return _reference.sf_loss_grad(h, train_idx, y_train, virtual_idx, tau)
+    return _ops().sf_loss_grad(h.contiguous(), train_idx.contiguous(), y_train.contiguous(),
+                               virtual_idx.contiguous(), float(tau))
 
 
 def linear_goodness_step(x, weight, bias, positive, theta, goodness, loss, temperature, alpha, pairs,

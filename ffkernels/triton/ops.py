@@ -12,6 +12,7 @@ import torch
 from . import aggregate as _agg
 from . import goodness as _good
 from . import linear as _lin
+from . import sf as _sf
 
 _NS = "ffkernels_triton"
 
@@ -161,11 +162,24 @@ def _(x, weight, bias, block_n):
     return x.new_empty((n, dout)), x.new_empty((n, -(-max(dout, 1) // bn)), dtype=torch.float32)
 
 
+@torch.library.custom_op(f"{_NS}::sf_loss_grad", mutates_args=())
+def sf_loss_grad(h: torch.Tensor, train_idx: torch.Tensor, y_train: torch.Tensor, virtual_idx: torch.Tensor,
+                 tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """SF loss and gradient rows ``[n_train + C, D]`` in one pass (see :mod:`.sf`)."""
+    return _sf.sf_loss_grad(h, train_idx, y_train, virtual_idx, tau)
+
+
+@sf_loss_grad.register_fake
+def _(h, train_idx, y_train, virtual_idx, tau):
+    return (h.new_empty((), dtype=torch.float32),
+            h.new_empty((train_idx.shape[0] + virtual_idx.shape[0], h.shape[1])))
+
+
 def _register_autograd():
     from ..backends import _autograd
 
     _autograd.register(_NS, lambda *args: aggregate(*args),
-                       closed_form_ops=("ff_goodness_loss_grad", "linear_relu_goodness_ff"))
+                       closed_form_ops=("ff_goodness_loss_grad", "linear_relu_goodness_ff", "sf_loss_grad"))
 
 
 _register_autograd()
