@@ -5,6 +5,7 @@
 // Deliberately no include guard: the header is included once per ISA namespace.
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "goodness_task.h"
 
@@ -19,10 +20,51 @@ inline T relu_nan(T v) {
   return v < T(0) ? T(0) : v;
 }
 
+// 32-byte vectors (GCC vector extensions: one AVX register, two SSE ones in the baseline build).
+template <typename T>
+struct GVec {
+  typedef T type __attribute__((vector_size(32)));
+  static constexpr int64_t kLanes = 32 / static_cast<int64_t>(sizeof(T));
+};
+
+// ReLU + sum of squares for acc_t rows with an acc_t h (the linear step's float/double z):
+// explicit vectors, since the compiler leaves the select-and-store loop below scalar.
+template <typename acc_t>
+inline acc_t relu_sum_squares_vec(const acc_t* __restrict__ in, acc_t* __restrict__ h_out, int64_t D) {
+  using V = typename GVec<acc_t>::type;
+  constexpr int64_t L = GVec<acc_t>::kLanes;
+  const V zero = {};
+  V a0 = {}, a1 = {};
+  int64_t d = 0;
+  for (; d + 2 * L <= D; d += 2 * L) {
+    V v0, v1;
+    __builtin_memcpy(&v0, in + d, sizeof(V));
+    __builtin_memcpy(&v1, in + d + L, sizeof(V));
+    v0 = v0 < zero ? zero : v0;  // keeps NaN (NaN < 0 is false)
+    v1 = v1 < zero ? zero : v1;
+    __builtin_memcpy(h_out + d, &v0, sizeof(V));
+    __builtin_memcpy(h_out + d + L, &v1, sizeof(V));
+    a0 += v0 * v0;
+    a1 += v1 * v1;
+  }
+  a0 += a1;
+  acc_t s = acc_t(0);
+  for (int64_t k = 0; k < L; ++k) s += a0[k];
+  for (; d < D; ++d) {
+    const acc_t v = relu_nan(in[d]);
+    h_out[d] = v;
+    s += v * v;
+  }
+  return s;
+}
+
 // Sum of squares of one row (after ReLU when kRelu; then also writes h = ReLU(in)).
 // Eight independent partial sums let the compiler vectorise without -ffast-math.
 template <typename in_t, typename h_t, typename acc_t, bool kRelu>
 inline acc_t row_sum_squares(const in_t* __restrict__ in, h_t* __restrict__ h_out, int64_t D) {
+  if constexpr (kRelu && std::is_same<in_t, acc_t>::value && std::is_same<h_t, acc_t>::value) {
+    return relu_sum_squares_vec<acc_t>(in, h_out, D);
+  }
   acc_t part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t d = 0;
   for (; d + 8 <= D; d += 8) {
@@ -49,7 +91,19 @@ inline acc_t row_sum_squares(const in_t* __restrict__ in, h_t* __restrict__ h_ou
 // grad[d] = scale * h[d], h = ReLU(in) when kRelu. `grad` may alias `in` (no __restrict__).
 template <typename in_t, typename grad_t, typename acc_t, bool kRelu>
 inline void row_scale(const in_t* in, grad_t* grad, int64_t D, acc_t scale) {
-  for (int64_t d = 0; d < D; ++d) {
+  int64_t d0 = 0;
+  if constexpr (kRelu && std::is_same<in_t, acc_t>::value && std::is_same<grad_t, acc_t>::value) {
+    using V = typename GVec<acc_t>::type;
+    constexpr int64_t L = GVec<acc_t>::kLanes;
+    const V zero = {};
+    for (; d0 + L <= D; d0 += L) {  // element-wise: safe when grad == in
+      V v;
+      __builtin_memcpy(&v, in + d0, sizeof(V));
+      v = (v < zero ? zero : v) * scale;
+      __builtin_memcpy(grad + d0, &v, sizeof(V));
+    }
+  }
+  for (int64_t d = d0; d < D; ++d) {
     acc_t v = static_cast<acc_t>(in[d]);
     if (kRelu) v = relu_nan(v);
     grad[d] = static_cast<grad_t>(scale * v);
