@@ -1,6 +1,7 @@
 """``ffkernels bench``: the benchmark suites' command line.
 
     ffkernels bench --suite e2e [--quick] [--device cpu|cuda] [--json out.json] [--plot DIR]
+    ffkernels bench --suite ops [--quick] [--threads N] [--only GROUPS] [--json out.json] [--out table.md]
 
 The e2e suite trains each configuration three ways (ffkernels' fused runner, an eager autograd
 baseline written like the published code, backpropagation), each in a fresh process, and prints
@@ -18,7 +19,7 @@ import argparse
 import json
 import sys
 
-SUITES = ("e2e",)
+SUITES = ("e2e", "ops")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,7 +29,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ffkernels bench", description="Benchmark suites of ffkernels.")
-    p.add_argument("--suite", choices=SUITES, default="e2e", help="which suite (default: e2e)")
+    p.add_argument("--suite", choices=SUITES, default="e2e",
+                   help="e2e: training runs fused vs eager vs backprop; ops: each op vs its baselines and the "
+                        "memory-bandwidth limit, in one process (default: e2e)")
     p.add_argument("--quick", action="store_true", help="the small subset (under 5 minutes on 2 CPU cores)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--json", metavar="PATH", help="write the records as JSON")
@@ -43,7 +46,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not train: merge these saved record files (later files win per configuration "
                         "and variant), print the table and write --json/--plot from them")
     p.add_argument("--list", action="store_true", help="list the configurations and exit")
+    p.add_argument("--out", metavar="PATH", help="ops suite: also write the markdown table to PATH")
+    p.add_argument("--min-run-time", type=float, default=0.5,
+                   help="ops suite: seconds of timing per implementation (torch.utils.benchmark autorange)")
     return p
+
+
+def _run_ops(args) -> int:
+    from . import ops_suite
+
+    if args.list:
+        print("\n".join(ops_suite.GROUPS))
+        return 0
+    problem = _check_device(args.device)
+    if problem:
+        print(f"ffkernels bench: error: {problem}", file=sys.stderr)
+        return 2
+    if args.threads is not None and args.threads < 1:
+        print("ffkernels bench: error: --threads must be >= 1", file=sys.stderr)
+        return 2
+    results = ops_suite.run(quick=args.quick, device=args.device, threads=args.threads, only=args.only,
+                            min_run_time=args.min_run_time, log=lambda m: print(m, file=sys.stderr, flush=True))
+    text = ops_suite.markdown(results)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(text + "\n")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=1)
+    return 0
 
 
 def _check_device(device: str) -> str | None:
@@ -59,6 +91,8 @@ def _check_device(device: str) -> str | None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.suite == "ops":
+        return _run_ops(args)
     from . import plots, suite
     if args.list:
         for case in suite.suite_cases(args.quick):
