@@ -131,9 +131,40 @@ void run_aggregate(const at::Tensor& rowptr, const at::Tensor& col, const at::Te
 
 }  // namespace
 
-at::Tensor aggregate_cpu(const at::Tensor& rowptr_in, const at::Tensor& col_in, const at::Tensor& x_in,
-                         const std::optional<at::Tensor>& edge_weight, c10::string_view reduce_name,
+namespace {
+
+void aggregate_into(const at::Tensor& rowptr_in, const at::Tensor& col_in, const at::Tensor& x_in,
+                    const std::optional<at::Tensor>& edge_weight, c10::string_view reduce_name,
+                    const std::optional<at::Tensor>& deg_inv_sqrt, at::Tensor& out);
+
+}  // namespace
+
+at::Tensor aggregate_cpu(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& x,
+                         const std::optional<at::Tensor>& edge_weight, c10::string_view reduce,
                          const std::optional<at::Tensor>& deg_inv_sqrt) {
+  TORCH_CHECK(x.dim() == 2, "aggregate: x must be 2-D [N, F], got ", x.dim(), "-D");
+  at::Tensor out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
+  aggregate_into(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt, out);
+  return out;
+}
+
+// Into a caller buffer: a loop that aggregates every step reuses one output (a fresh large
+// tensor costs its page faults, ~0.5 ns per byte here: a third of a 1M x 64 aggregation).
+void aggregate_out_cpu(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& x,
+                       const std::optional<at::Tensor>& edge_weight, c10::string_view reduce,
+                       const std::optional<at::Tensor>& deg_inv_sqrt, at::Tensor& out) {
+  TORCH_CHECK(x.dim() == 2, "aggregate_out: x must be 2-D [N, F], got ", x.dim(), "-D");
+  TORCH_CHECK(out.is_contiguous() && out.sizes() == x.sizes() && out.scalar_type() == x.scalar_type(),
+              "aggregate_out: out must be a contiguous tensor of x's shape and dtype");
+  TORCH_CHECK(!out.is_same(x) && out.data_ptr() != x.data_ptr(), "aggregate_out: out must not be x");
+  aggregate_into(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt, out);
+}
+
+namespace {
+
+void aggregate_into(const at::Tensor& rowptr_in, const at::Tensor& col_in, const at::Tensor& x_in,
+                    const std::optional<at::Tensor>& edge_weight, c10::string_view reduce_name,
+                    const std::optional<at::Tensor>& deg_inv_sqrt, at::Tensor& out) {
   const int reduce = parse_reduce(reduce_name);
   TORCH_CHECK(x_in.dim() == 2, "aggregate: x must be 2-D [N, F], got ", x_in.dim(), "-D");
   TORCH_CHECK(rowptr_in.dim() == 1 && rowptr_in.numel() == x_in.size(0) + 1,
@@ -170,8 +201,7 @@ at::Tensor aggregate_cpu(const at::Tensor& rowptr_in, const at::Tensor& col_in, 
                 "aggregate: reduce='gcn' needs deg_inv_sqrt of shape [N]");
     scale = deg_inv_sqrt->to(acc_type).contiguous();
   }
-  at::Tensor out = at::empty_like(x, at::MemoryFormat::Contiguous);
-  if (x.numel() == 0) return out;
+  if (x.numel() == 0) return;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "ffkernels_aggregate_cpu", [&] {
     if (col.scalar_type() == at::kInt) {
       run_aggregate<scalar_t, int32_t>(rowptr, col, x, weight, scale, reduce, out);
@@ -179,10 +209,14 @@ at::Tensor aggregate_cpu(const at::Tensor& rowptr_in, const at::Tensor& col_in, 
       run_aggregate<scalar_t, int64_t>(rowptr, col, x, weight, scale, reduce, out);
     }
   });
-  return out;
 }
+
+}  // namespace
 
 }  // namespace cpu
 }  // namespace ffkernels
 
-TORCH_LIBRARY_IMPL(ffkernels, CPU, m) { m.impl("aggregate", &ffkernels::cpu::aggregate_cpu); }
+TORCH_LIBRARY_IMPL(ffkernels, CPU, m) {
+  m.impl("aggregate", &ffkernels::cpu::aggregate_cpu);
+  m.impl("aggregate_out", &ffkernels::cpu::aggregate_out_cpu);
+}

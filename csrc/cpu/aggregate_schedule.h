@@ -34,6 +34,7 @@ constexpr int64_t kMaxSaneLlcBytes = int64_t(512) << 20;
 constexpr int64_t kMinTileBytes = 256;    // four cache lines per row and tile
 constexpr int64_t kPrefetchBytes = 16384; // rows in flight ahead of the gathers
 constexpr int64_t kLine = 64;
+constexpr int64_t kMaxPrefetchDistance = 256;
 
 struct CacheInfo {
   int64_t llc_bytes;
@@ -116,7 +117,12 @@ inline AggregateSchedule aggregate_schedule(int64_t num_rows, int64_t num_featur
     if (tile_bytes >= kMinTileBytes && tile_bytes < row_bytes) tile = std::max<int64_t>(1, tile_bytes / elem_bytes);
   }
   const int64_t gather_bytes = std::max<int64_t>(tile * elem_bytes, kLine);
-  const int64_t distance = std::min<int64_t>(64, std::max<int64_t>(8, kPrefetchBytes / gather_bytes));
+  int64_t in_flight = kPrefetchBytes;
+  if (const char* env = std::getenv("FFKERNELS_PREFETCH_BYTES")) {  // tuning knob (benchmarks)
+    const int64_t v = parse_cache_size(env);
+    if (v > 0) in_flight = v;
+  }
+  const int64_t distance = std::min<int64_t>(kMaxPrefetchDistance, std::max<int64_t>(8, in_flight / gather_bytes));
   return {tile, distance, llc.llc_bytes};
 }
 

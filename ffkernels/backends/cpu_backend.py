@@ -32,7 +32,10 @@ def _ops():
     return torch.ops.ffkernels
 
 
-def aggregate(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt):
+def aggregate(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt, out=None):
+    if out is not None:
+        _ops().aggregate_out(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt, out)
+        return out
     return _ops().aggregate(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt)
 
 
@@ -75,6 +78,10 @@ def _register_fakes():
     @register("ffkernels::aggregate")
     def _aggregate_fake(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt):
         return x.new_empty(x.shape)
+
+    @register("ffkernels::aggregate_out")
+    def _aggregate_out_fake(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt, out):
+        return None
 
     @register("ffkernels::goodness_loss_grad")
     def _goodness_fake(h, positive, theta, goodness, loss, temperature, alpha, pairs):

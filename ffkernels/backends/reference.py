@@ -30,8 +30,11 @@ def _rows_of(rowptr: torch.Tensor, num_edges: int) -> torch.Tensor:
                                    output_size=num_edges)
 
 
-def aggregate(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt):
-    """out[i] = reduce_{e in row i} w_e * x[col[e]] (see ffkernels.ops.aggregate)."""
+def aggregate(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt, out=None):
+    """out[i] = reduce_{e in row i} w_e * x[col[e]] (see ffkernels.ops.aggregate); ``out``: a
+    buffer that receives the result (and is returned)."""
+    if out is not None:
+        return out.copy_(aggregate(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt))
     n = rowptr.numel() - 1
     acc = _acc_dtype(x.dtype)
     xs = x.to(acc)

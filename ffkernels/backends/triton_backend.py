@@ -54,14 +54,18 @@ def _goodness_k(goodness: str, width: int) -> float:
     return 1.0 if goodness == "sum" else 1.0 / max(width, 1)
 
 
-def aggregate(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt):
+def aggregate(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt, out=None):
     """out[i] = reduce_{e in row i} w_e * x[col[e]] (see ffkernels.ops.aggregate)."""
     if edge_weight is not None:
         edge_weight = edge_weight.to(torch.float32).contiguous()
     if deg_inv_sqrt is not None:
         deg_inv_sqrt = deg_inv_sqrt.to(torch.float32).contiguous()
-    return _ops().aggregate(rowptr.contiguous(), col.contiguous(), x.contiguous(), edge_weight, reduce,
-                            deg_inv_sqrt if reduce == "gcn" else None)
+    args = (rowptr.contiguous(), col.contiguous(), x.contiguous(), edge_weight, reduce,
+            deg_inv_sqrt if reduce == "gcn" else None)
+    if out is not None:
+        _ops().aggregate_out(*args, out)
+        return out
+    return _ops().aggregate(*args)
 
 
 def _symba_grad(h, g, positive, theta, temperature, alpha, pairs, k, out_dtype, inplace=False):

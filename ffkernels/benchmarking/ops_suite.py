@@ -8,7 +8,7 @@ and the limit:
   (``torch.sparse_csr_tensor``), PyG-style gather + ``index_add_`` (``index_reduce`` for max),
   torch-scatter when importable; on a uniform random graph (100k nodes, 2M edges, F = 128) and a
   skewed power-law one (1M nodes, 10M edges, F = 64; endpoints drawn with P(i) ~ (i + 1)^-0.7
-  over a random relabelling);
+  over a random relabelling); ffkernels also with ``out=`` (a reused output: no page faults);
 - ``goodness_loss_grad`` (ff, symba): allocating and in place (``inplace=True``), the eager torch
   expression (the reference backend), ``dst.copy_(h)`` into a preallocated buffer (the physical
   limit of an op that reads h and writes grad_z) and ``h.clone()`` (the limit of an op that
@@ -94,6 +94,9 @@ def aggregate_cases(graph, x, group: str, reduces, index_add: bool) -> list:
         nbytes = graph.num_edges * _row_bytes(x) + n * _row_bytes(x) * (2 if reduce == "gcn" else 1)
         case = OpCase(group, f"aggregate {reduce}", nbytes)
         case.impls.append(Impl("ffkernels", lambda r=reduce: ops.aggregate(graph, x, r), "ours"))
+        buf = torch.empty_like(x)
+        case.impls.append(Impl("ffkernels out= (no allocation)", lambda r=reduce, buf=buf: ops.aggregate(
+            graph, x, r, out=buf)))
         if reduce in ("sum", "mean"):
             a = _sparse_csr(graph, dtype=x.dtype)
             mm = (lambda: torch.sparse.mm(a, x)) if reduce == "sum" else (lambda: torch.sparse.mm(a, x) / deg)
@@ -311,15 +314,21 @@ def run(quick: bool = False, device: str = "cpu", threads: int | None = None, on
         meta["available_backends"] = {k: v["available"] for k, v in available_backends().items()}
         copy = measure(copy_case.impls[0], threads, device, min_run_time)
         bw = copy_case.nbytes / copy["best_s"]
-        meta["copy_bandwidth_gbps"] = bw / 1e9
         log(f"copy bandwidth {bw / 1e9:.1f} GB/s")
-        records = []
+        rows_by_case = []
         for case in cases:
             rows = []
             for impl in case.impls:
                 m = measure(impl, threads, device, min_run_time)
                 rows.append((impl, m))
                 log(f"{case.op:28s} {impl.name:32s} {m['best_s'] * 1e3:9.2f} ms")
+            rows_by_case.append((case, rows))
+        # The limit uses the best copy bandwidth of the run (measured first and again last).
+        copy_end = measure(copy_case.impls[0], threads, device, min_run_time)
+        bw = max(bw, copy_case.nbytes / copy_end["best_s"])
+        meta["copy_bandwidth_gbps"] = bw / 1e9
+        records = []
+        for case, rows in rows_by_case:
             ours = next((m for impl, m in rows if impl.kind == "ours"), None)
             for impl, m in rows:
                 records.append({
@@ -342,7 +351,8 @@ def markdown(results: dict) -> str:
              f"{meta.get('llc', {}).get('llc_bytes', 0) / 2**20:.0f} MiB ({meta.get('llc', {}).get('source', '?')}))",
              f"date {meta['date']}; code {meta['git']}; load average {meta['load_average_at_start']} at start, "
              f"{meta['load_average_at_end']} at end; backends {meta['backends']}",
-             f"copy bandwidth (dst.copy_(src), read + write, preallocated): {meta['copy_bandwidth_gbps']:.1f} GB/s; "
+             f"copy bandwidth (dst.copy_(src), read + write, preallocated; best of the run's first and last "
+             f"measurement): {meta['copy_bandwidth_gbps']:.1f} GB/s; "
              f"limit = bytes moved / that bandwidth; time = best block of torch.utils.benchmark.blocked_autorange "
              f"(in place: best single call, input restored before each)"]
     for group, text in meta["sizes"].items():

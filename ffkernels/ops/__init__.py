@@ -58,7 +58,7 @@ def gcn_deg_inv_sqrt(graph: Graph, edge_weight_csr: torch.Tensor | None,
 
 
 def aggregate(graph: Graph, x: torch.Tensor, reduce: str = "sum", edge_weight: torch.Tensor | None = None,
-              backend: str | None = None) -> torch.Tensor:
+              backend: str | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """Sparse neighbourhood aggregation over the graph's incoming edges.
 
     Args:
@@ -72,9 +72,14 @@ def aggregate(graph: Graph, x: torch.Tensor, reduce: str = "sum", edge_weight: t
             built from; with ``gcn`` the degree becomes ``1 + sum of incoming weights``.
         backend: force ``reference``, ``cpu``, ``triton`` or ``cuda``; default: the fastest
             usable one for ``x``'s device.
+        out: optional contiguous ``[N, F]`` buffer of ``x``'s dtype (not ``x``'s memory) that
+            receives the result and is returned: a loop that aggregates every step then pays no
+            fresh allocation (on the CPU a large new tensor costs its page faults). Not
+            differentiable (like torch's ``out=`` arguments).
 
     Returns:
         ``[N, F]`` tensor of ``x``'s dtype (accumulated in float32 for half types).
+        Differentiable with respect to ``x`` and ``edge_weight`` on every backend.
     """
     graph = _check_graph(graph)
     check_float(x, "x", ndim=2)
@@ -93,7 +98,14 @@ def aggregate(graph: Graph, x: torch.Tensor, reduce: str = "sum", edge_weight: t
             torch.float64 if x.dtype == torch.float64 else torch.float32).contiguous()
     impl = _backends.resolve("aggregate", backend, x.device, x.dtype)
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if out is not None:
+        if torch.is_grad_enabled() and (x.requires_grad or (edge_weight is not None and edge_weight.requires_grad)):
+            raise RuntimeError("aggregate(out=...) does not support autograd (like torch's out= arguments): "
+                               "drop out= to differentiate, or call it under torch.no_grad()")
+        out = _check_buffer(out, "out", tuple(x.shape), x.dtype, x, (x,))
     scale = gcn_deg_inv_sqrt(graph, weight_csr, acc_dtype) if reduce == "gcn" else None
+    if out is not None:
+        return impl.aggregate(graph.rowptr, graph.col, x.contiguous(), weight_csr, reduce, scale, out=out)
     return impl.aggregate(graph.rowptr, graph.col, x.contiguous(), weight_csr, reduce, scale)
 
 

@@ -28,6 +28,17 @@ def _(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt):
     return x.new_empty((rowptr.shape[0] - 1, x.shape[1]))
 
 
+@torch.library.custom_op(f"{_NS}::aggregate_out", mutates_args=("out",))
+def aggregate_out(rowptr: torch.Tensor, col: torch.Tensor, x: torch.Tensor, edge_weight: Optional[torch.Tensor],
+                  reduce: str, deg_inv_sqrt: Optional[torch.Tensor], out: torch.Tensor) -> None:
+    _agg.aggregate(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt, out=out)
+
+
+@aggregate_out.register_fake
+def _(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt, out):
+    return None
+
+
 @torch.library.custom_op(f"{_NS}::ff_goodness_loss_grad", mutates_args=())
 def ff_goodness_loss_grad(h: torch.Tensor, positive: torch.Tensor, k: float, theta: float,
                           temperature: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

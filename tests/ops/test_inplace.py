@@ -156,3 +156,45 @@ def test_linear_step_buffer_bad_inputs():
     buf = torch.empty(10, 4)
     with pytest.raises(ValueError, match="share memory"):
         ops.linear_goodness_step(x, w, b, positive, h_out=buf, grad_z_out=buf)
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max", "gcn"])
+@pytest.mark.parametrize("name", BACKENDS)
+def test_aggregate_out_buffer(name, device, reduce):
+    from ffkernels.testing import edge_weights, features, make_graph
+    require_backend(name, "aggregate", device, torch.float32)
+    g = make_graph("hub", device, small=interpreted(name, device))
+    x = features(g.num_nodes, 33, device=device)
+    w = edge_weights(g)
+    for ew in (None, w):
+        buf = torch.full_like(x, 7.0)
+        got = ops.aggregate(g, x, reduce, ew, backend=name, out=buf)
+        assert got is buf
+        assert torch.equal(buf, ops.aggregate(g, x, reduce, ew, backend=name))  # same bits as allocating
+        exact = ops.aggregate(g, x.double(), reduce, None if ew is None else ew.double(), backend="reference")
+        # a 2500-edge hub row in float32: sums carry ~sqrt(E) eps |x| of rounding on any backend
+        torch.testing.assert_close(buf, exact.float(), rtol=2e-4, atol=5e-3)
+
+
+def test_aggregate_out_allocates_no_output_and_checks_its_buffer():
+    from ffkernels.testing import features, make_graph
+    require_backend("cpu", "aggregate", "cpu", torch.float32)
+    g = make_graph("random")
+    x = features(g.num_nodes, 256)
+    buf = torch.empty_like(x)
+    nbytes = x.numel() * x.element_size()
+    ops.aggregate(g, x, "gcn", out=buf)
+    assert largest_allocation(lambda: ops.aggregate(g, x, "gcn", out=buf), "cpu") < nbytes // 4
+    assert largest_allocation(lambda: ops.aggregate(g, x, "gcn"), "cpu") >= nbytes
+    with pytest.raises(ValueError, match="out"):
+        ops.aggregate(g, x, out=buf[:-1])
+    with pytest.raises(TypeError, match="out"):
+        ops.aggregate(g, x, out=buf.double())
+    with pytest.raises(ValueError, match="out"):
+        ops.aggregate(g, x, out=torch.empty(256, g.num_nodes).t())
+    with pytest.raises(ValueError, match="out"):
+        ops.aggregate(g, x, out=x)
+    with pytest.raises(RuntimeError, match="autograd"):
+        ops.aggregate(g, x.clone().requires_grad_(True), out=buf)
+    torch.library.opcheck(torch.ops.ffkernels.aggregate_out.default,
+                          (g.rowptr, g.col, x, None, "gcn", g.deg_inv_sqrt, torch.empty_like(x)))

@@ -206,6 +206,7 @@ def test_custom_ops_opcheck():
     opcheck(nt.linear_relu_goodness_ff_out, (x, w, b, positive, 1.0, 2.0, 1.0, torch.empty(n, 3).to(DEVICE),
                                              torch.empty(n, 3).to(DEVICE)), test_utils=utils)
     opcheck(nt.linear_relu_sumsq_out, (x, w, None, 0, torch.empty(n, 3).to(DEVICE)), test_utils=utils)
+    opcheck(nt.aggregate_out, (g.rowptr, g.col, x, None, "gcn", g.deg_inv_sqrt, torch.empty_like(x)), test_utils=utils)
 
 
 @pytest.mark.parametrize("name", ["triton", "cuda"])
