@@ -42,8 +42,8 @@ class _Transposed:
         # transposed row lists its neighbours in increasing order (deterministic).
         self.perm = torch.argsort(col64, stable=True)
         self.col = csr_rows(rowptr, col.numel()).index_select(0, self.perm).to(col.dtype).contiguous()
-        counts = torch.bincount(col64, minlength=n) if col.numel() else torch.zeros(n, dtype=torch.int64,
-                                                                                       device=col.device)
+        # (index_add_, not bincount: a static [n] shape, so the backward also traces under torch.compile)
+        counts = torch.zeros(n, dtype=torch.int64, device=col.device).index_add_(0, col64, torch.ones_like(col64))
         rp = torch.zeros(n + 1, dtype=torch.int64, device=col.device)
         torch.cumsum(counts, 0, out=rp[1:])
         self.rowptr = rp.to(rowptr.dtype)
