@@ -19,6 +19,9 @@ def test_backends_is_the_registry_module_and_available_backends_the_function():
     assert set(info) == {"reference", "cpu", "triton", "cuda"}
     assert info["reference"] == {"available": True, "reason": None}
     assert ffkernels.backends.available() == info
+    import pytest
+    with pytest.warns(DeprecationWarning, match="available_backends"):
+        assert ffkernels.backends() == info  # the old spelling, during the rename
 
 
 def test_import_registers_the_custom_ops():

@@ -18,6 +18,9 @@ layer does not break its graph there.
 from __future__ import annotations
 
 import os
+import sys
+import types
+import warnings
 
 import torch
 
@@ -80,7 +83,22 @@ def available() -> dict:
 def backends() -> dict:
     """Deprecated name of :func:`available` (it shadowed the package ``ffkernels.backends``
     when exported as ``ffkernels.backends``); use ``ffkernels.available_backends()``."""
+    warnings.warn("ffkernels.backends.backends() is deprecated: use ffkernels.available_backends()",
+                  DeprecationWarning, stacklevel=2)
     return available()
+
+
+class _RegistryModule(types.ModuleType):
+    """``ffkernels.backends`` is this module; calling it (the old ``ffkernels.backends()``)
+    still works during the rename, with a DeprecationWarning."""
+
+    def __call__(self):
+        warnings.warn("ffkernels.backends() is deprecated: use ffkernels.available_backends()",
+                      DeprecationWarning, stacklevel=2)
+        return available()
+
+
+sys.modules[__name__].__class__ = _RegistryModule
 
 
 def _resolve_uncached(op: str, backend: str | None, device_type: str, dtype: torch.dtype):
