@@ -21,6 +21,7 @@
 #include "aggregate_schedule.h"
 #include "aggregate_task.h"
 #include "cpu_isa.h"
+#include "prefault.h"
 
 #define FFK_ISA baseline
 #include "aggregate_rows.h"
@@ -143,7 +144,7 @@ at::Tensor aggregate_cpu(const at::Tensor& rowptr, const at::Tensor& col, const 
                          const std::optional<at::Tensor>& edge_weight, c10::string_view reduce,
                          const std::optional<at::Tensor>& deg_inv_sqrt) {
   TORCH_CHECK(x.dim() == 2, "aggregate: x must be 2-D [N, F], got ", x.dim(), "-D");
-  at::Tensor out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
+  at::Tensor out = empty_prefaulted(x.sizes(), x.options());
   aggregate_into(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt, out);
   return out;
 }

@@ -1,8 +1,10 @@
 """The ``cpu`` backend: C++/OpenMP kernels of the compiled extension ``ffkernels._C``.
 
 Same kernel-level signatures and semantics as :mod:`ffkernels.backends.reference`. The ops
-are registered as ``torch.ops.ffkernels.*`` by loading the extension; this module also
-registers their fake (meta) implementations so that they compose with ``torch.compile``.
+are registered as ``torch.ops.ffkernels.*`` by loading the extension (``import ffkernels`` does);
+this module also registers their fake (meta) implementations so that they compose with
+``torch.compile``, and their autograd formulas (:mod:`._autograd`: a real one for aggregate, a
+raising one for the closed-form ops). ``*_`` / ``*_out`` ops write into caller buffers.
 """
 from __future__ import annotations
 
