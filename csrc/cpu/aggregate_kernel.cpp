@@ -94,7 +94,8 @@ AggregateTaskFn pick_task_fn(int reduce, bool weighted) {
 
 template <typename scalar_t, typename index_t>
 void run_aggregate(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& x,
-                   const at::Tensor& weight, const at::Tensor& scale, int reduce, at::Tensor& out) {
+                   const at::Tensor& weight, const at::Tensor& scale, int reduce, at::Tensor& out,
+                   bool fresh_out) {
   using acc_t = at::opmath_type<scalar_t>;
   AggregateArgs args;
   args.rowptr = rowptr.data_ptr<index_t>();
@@ -122,12 +123,21 @@ void run_aggregate(const at::Tensor& rowptr, const at::Tensor& col, const at::Te
       if (fb < fe) tasks.push_back({t.row_begin, t.row_end, fb, fe});
     }
   const int64_t num_tasks = static_cast<int64_t>(tasks.size());
+  // A fresh output: each task first populates the pages of its rows (the first tile's tasks of
+  // whole rows; what they leave, the writes fault in as usual). No extra parallel region.
+  const bool prefault = fresh_out && prefault_enabled() && static_cast<int64_t>(out.nbytes()) >= kPrefaultMinBytes;
+  const int64_t row_bytes = args.num_features * static_cast<int64_t>(sizeof(scalar_t));
+  auto run = [&](const AggregateTask& t) {
+    if (prefault && t.f_begin == 0)
+      prefault_range(static_cast<char*>(args.out) + t.row_begin * row_bytes, (t.row_end - t.row_begin) * row_bytes);
+    fn(args, t);
+  };
   if (num_tasks == 1) {
-    fn(args, tasks[0]);
+    run(tasks[0]);
     return;
   }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads)
-  for (int64_t t = 0; t < num_tasks; ++t) fn(args, tasks[t]);
+  for (int64_t t = 0; t < num_tasks; ++t) run(tasks[t]);
 }
 
 }  // namespace
@@ -136,7 +146,7 @@ namespace {
 
 void aggregate_into(const at::Tensor& rowptr_in, const at::Tensor& col_in, const at::Tensor& x_in,
                     const std::optional<at::Tensor>& edge_weight, c10::string_view reduce_name,
-                    const std::optional<at::Tensor>& deg_inv_sqrt, at::Tensor& out);
+                    const std::optional<at::Tensor>& deg_inv_sqrt, at::Tensor& out, bool fresh_out);
 
 }  // namespace
 
@@ -144,8 +154,8 @@ at::Tensor aggregate_cpu(const at::Tensor& rowptr, const at::Tensor& col, const 
                          const std::optional<at::Tensor>& edge_weight, c10::string_view reduce,
                          const std::optional<at::Tensor>& deg_inv_sqrt) {
   TORCH_CHECK(x.dim() == 2, "aggregate: x must be 2-D [N, F], got ", x.dim(), "-D");
-  at::Tensor out = empty_prefaulted(x.sizes(), x.options());
-  aggregate_into(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt, out);
+  at::Tensor out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
+  aggregate_into(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt, out, /*fresh_out=*/true);
   return out;
 }
 
@@ -158,14 +168,14 @@ void aggregate_out_cpu(const at::Tensor& rowptr, const at::Tensor& col, const at
   TORCH_CHECK(out.is_contiguous() && out.sizes() == x.sizes() && out.scalar_type() == x.scalar_type(),
               "aggregate_out: out must be a contiguous tensor of x's shape and dtype");
   TORCH_CHECK(!out.is_same(x) && out.data_ptr() != x.data_ptr(), "aggregate_out: out must not be x");
-  aggregate_into(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt, out);
+  aggregate_into(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt, out, /*fresh_out=*/false);
 }
 
 namespace {
 
 void aggregate_into(const at::Tensor& rowptr_in, const at::Tensor& col_in, const at::Tensor& x_in,
                     const std::optional<at::Tensor>& edge_weight, c10::string_view reduce_name,
-                    const std::optional<at::Tensor>& deg_inv_sqrt, at::Tensor& out) {
+                    const std::optional<at::Tensor>& deg_inv_sqrt, at::Tensor& out, bool fresh_out) {
   const int reduce = parse_reduce(reduce_name);
   TORCH_CHECK(x_in.dim() == 2, "aggregate: x must be 2-D [N, F], got ", x_in.dim(), "-D");
   TORCH_CHECK(rowptr_in.dim() == 1 && rowptr_in.numel() == x_in.size(0) + 1,
@@ -205,9 +215,9 @@ void aggregate_into(const at::Tensor& rowptr_in, const at::Tensor& col_in, const
   if (x.numel() == 0) return;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "ffkernels_aggregate_cpu", [&] {
     if (col.scalar_type() == at::kInt) {
-      run_aggregate<scalar_t, int32_t>(rowptr, col, x, weight, scale, reduce, out);
+      run_aggregate<scalar_t, int32_t>(rowptr, col, x, weight, scale, reduce, out, fresh_out);
     } else {
-      run_aggregate<scalar_t, int64_t>(rowptr, col, x, weight, scale, reduce, out);
+      run_aggregate<scalar_t, int64_t>(rowptr, col, x, weight, scale, reduce, out, fresh_out);
     }
   });
 }

@@ -10,7 +10,6 @@
 
 #include "goodness_epilogue.h"
 #include "goodness_params.h"
-#include "prefault.h"
 
 namespace ffkernels {
 namespace cpu {
@@ -48,7 +47,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> goodness_loss_grad_cpu(
     const at::Tensor& h_in, const at::Tensor& positive, double theta, c10::string_view goodness,
     c10::string_view loss, double temperature, double alpha, const std::optional<at::Tensor>& pairs) {
   const at::Tensor h = h_in.contiguous();
-  at::Tensor grad = empty_prefaulted(h.sizes(), h.options());
+  at::Tensor grad = at::empty_like(h, at::MemoryFormat::Contiguous);
   auto [loss_out, goodness_out] =
       run_goodness("goodness_loss_grad", h, grad, positive, theta, goodness, loss, temperature, alpha, pairs);
   return {loss_out, goodness_out, grad};

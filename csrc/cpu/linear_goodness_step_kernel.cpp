@@ -12,7 +12,6 @@
 
 #include "goodness_epilogue.h"
 #include "goodness_params.h"
-#include "prefault.h"
 
 namespace ffkernels {
 namespace cpu {
@@ -74,8 +73,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::optional<at::Tensor>, at::Te
     double temperature, double alpha, const std::optional<at::Tensor>& pairs) {
   TORCH_CHECK(x.dim() == 2 && weight.dim() == 2, "linear_goodness_step: x must be [N, Din] and weight [Dout, Din]");
   const auto acc_type = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor h = empty_prefaulted({x.size(0), weight.size(0)}, x.options());
-  at::Tensor z = empty_prefaulted({x.size(0), weight.size(0)}, x.options().dtype(acc_type));
+  at::Tensor h = at::empty({x.size(0), weight.size(0)}, x.options().memory_format(at::MemoryFormat::Contiguous));
+  at::Tensor z = at::empty({x.size(0), weight.size(0)}, x.options().dtype(acc_type));
   auto [l, g, gw, gb] = run_step("linear_goodness_step", x, weight, bias, positive, theta, goodness, loss,
                                  temperature, alpha, pairs, h, z);
   return {l, g, gw, gb, h};

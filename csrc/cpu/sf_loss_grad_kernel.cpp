@@ -16,7 +16,6 @@
 #include <vector>
 
 #include "cpu_isa.h"
-#include "prefault.h"
 #include "sf_task.h"
 
 #define FFK_ISA baseline
@@ -64,7 +63,7 @@ std::tuple<at::Tensor, at::Tensor> sf_loss_grad_cpu(const at::Tensor& h_in, cons
   check_index(virt, "virtual_idx", N, "rows of h");
   check_index(y, "y_train", C, "one virtual node per class");
   const auto acc_type = h.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor grad = empty_prefaulted({n + C, D}, h.options());
+  at::Tensor grad = at::empty({n + C, D}, h.options().memory_format(at::MemoryFormat::Contiguous));
   const at::Tensor hv = h.index_select(0, virt).to(acc_type).contiguous();
   const int64_t block_rows = std::max(kMinBlockRows, (n + kMaxBlocks - 1) / kMaxBlocks);
   const int64_t num_blocks = (n + block_rows - 1) / block_rows;
