@@ -55,6 +55,8 @@ _transposes: dict = {}
 
 
 def transposed_csr(rowptr: torch.Tensor, col: torch.Tensor) -> _Transposed:
+    if type(rowptr) is not torch.Tensor or type(col) is not torch.Tensor:
+        return _Transposed(rowptr, col)  # fake / functional tensors of a trace: never cached
     key = (id(rowptr), id(col))
     hit = _transposes.get(key)
     if (hit is not None and hit[0]() is rowptr and hit[1]() is col
