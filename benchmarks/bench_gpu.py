@@ -210,10 +210,53 @@ def suite_goodness(table, device, rows, width, copy_gbs):
     guarded(table, label, "ffkernels triton ff", lambda: ops.goodness_loss_grad(h, positive, backend="triton"),
             device=device, baseline_ms=ref, baseline="eager", gbytes=gbytes, copy_gbs=copy_gbs,
             note=f"copy takes {copy_ms:.3f} ms" if copy_ms else "")
+    # In place: grad_z overwrites the buffer (no allocation); repeated calls shrink its values,
+    # which does not change the time of a memory-bound kernel on a GPU.
+    buf = h.clone()
+    guarded(table, label, "ffkernels triton ff inplace=True",
+            lambda: ops.goodness_loss_grad(buf, positive, backend="triton", inplace=True), device=device,
+            baseline_ms=copy_ms, baseline="copy", gbytes=gbytes, copy_gbs=copy_gbs,
+            note="target: <= 1.3x the copy")
+    half = rows // 2
+    pairs = torch.stack([torch.arange(half, device=device), torch.arange(half, device=device) + half], 1)
+    guarded(table, label, "ffkernels triton symba inplace=True",
+            lambda: ops.goodness_loss_grad(buf, positive, loss="symba", pairs=pairs, backend="triton", inplace=True),
+            device=device, baseline_ms=copy_ms, baseline="copy", gbytes=gbytes, copy_gbs=copy_gbs,
+            note="reads h twice")
     hb = h.to(torch.bfloat16)
     guarded(table, label, "ffkernels triton ff bf16", lambda: ops.goodness_loss_grad(hb, positive, backend="triton"),
             device=device, baseline_ms=ref, baseline="eager fp32", gbytes=gbytes / 2, copy_gbs=copy_gbs)
-    del h, hb, dst
+    del h, hb, dst, buf
+
+
+def suite_sf(table, device, rows, classes, width, copy_gbs):
+    """The SF loss (logits vs C virtual rows, softmax CE, gradient rows) on n training rows."""
+    from ffkernels.ops.sf import sf_loss_grad_kernel
+
+    gen = torch.Generator(device=device).manual_seed(2)
+    h = torch.relu(torch.randn(rows + classes, width, device=device, generator=gen))
+    train = torch.arange(rows, device=device)
+    virt = torch.arange(rows, rows + classes, device=device)
+    y = torch.randint(0, classes, (rows,), device=device, generator=gen)
+    label = f"sf_loss_grad n={rows} C={classes} D={width}"
+    gbytes = 2 * h.numel() * 4 / 1e9  # read the rows, write their gradient
+    try:
+        ref_l, ref_g = sf_loss_grad_kernel(h, train, y, virt, 0.5, backend="reference")
+        got_l, got_g = sf_loss_grad_kernel(h, train, y, virt, 0.5, backend="triton")
+        err = ((got_g - ref_g).abs().max() / ref_g.abs().max().clamp_min(1e-30)).item()
+        lerr = abs(float(got_l) - float(ref_l)) / max(abs(float(ref_l)), 1e-30)
+        print(f"  {label}: triton vs reference grad rel err {err:.2e}, loss rel err {lerr:.2e}", flush=True)
+        if not (err < 1e-4 and lerr < 1e-5):
+            CHECK_FAILURES.append(f"{label}: triton vs reference grad {err:.2e} loss {lerr:.2e}")
+        del ref_g, got_g
+    except Exception as exc:
+        CHECK_FAILURES.append(f"{label}: check failed to run: {exc}")
+    ref = guarded(table, label, "eager torch (reference backend)",
+                  lambda: sf_loss_grad_kernel(h, train, y, virt, 0.5, backend="reference"), device=device,
+                  gbytes=gbytes, copy_gbs=copy_gbs)
+    guarded(table, label, "ffkernels triton", lambda: sf_loss_grad_kernel(h, train, y, virt, 0.5, backend="triton"),
+            device=device, baseline_ms=ref, baseline="eager", gbytes=gbytes, copy_gbs=copy_gbs)
+    del h
 
 
 def _autograd_step(x, weight, bias, positive, theta=2.0):
@@ -258,7 +301,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    avail = ffkernels.backends()
+    avail = ffkernels.available_backends()
     names = [n for n in ("triton", "cuda") if avail[n]["available"]]
     print("backends:", json.dumps(avail), flush=True)
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__,
@@ -273,13 +316,14 @@ def main(argv=None):
 
     if args.smoke:
         sizes = dict(copy=1 << 16, nodes=200, edges=2000, feats=16, good_rows=256, good_width=32,
-                     lin_rows=64, lin=((16, 32),))
+                     lin_rows=64, lin=((16, 32),), sf=((64, 4, 16),))
     elif args.quick:
         sizes = dict(copy=1 << 27, nodes=250_000, edges=4_000_000, feats=128, good_rows=1 << 20, good_width=128,
-                     lin_rows=1 << 18, lin=((128, 128), (512, 256)))
+                     lin_rows=1 << 18, lin=((128, 128), (512, 256)), sf=((1 << 18, 8, 128), (1 << 18, 40, 128)))
     else:
         sizes = dict(copy=1 << 28, nodes=1_000_000, edges=16_000_000, feats=128, good_rows=1 << 22,
-                     good_width=128, lin_rows=1 << 20, lin=((128, 128), (512, 256)))
+                     good_width=128, lin_rows=1 << 20, lin=((128, 128), (512, 256)),
+                     sf=((1 << 20, 8, 128), (1 << 20, 40, 128)))
     meta["sizes"] = {k: v for k, v in sizes.items()}
 
     print("correctness (small adversarial graph vs reference)...", flush=True)
@@ -313,6 +357,8 @@ def main(argv=None):
         for dtype in (torch.float32, torch.bfloat16):
             suites.append(lambda din=din, dout=dout, dtype=dtype: suite_linear(table, device, sizes["lin_rows"], din,
                                                                                dout, dtype))
+    for n, c, d in sizes["sf"]:
+        suites.append(lambda n=n, c=c, d=d: suite_sf(table, device, n, c, d, copy_gbs))
     if not args.smoke:  # last: the slowest to set up
         suites.append(lambda: suite_aggregate(table, device, sizes["nodes"], sizes["edges"], sizes["feats"],
                                               copy_gbs, names, skewed=True))

@@ -5,6 +5,8 @@ still imports and works (reference and Triton backends) when the extension is mi
 """
 from __future__ import annotations
 
+import torch  # noqa: F401  (loads libc10/libtorch, which ffkernels._C links against)
+
 _state = {"module": None, "error": None, "tried": False}
 
 

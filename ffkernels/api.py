@@ -49,9 +49,8 @@ def resolve_run_options(algo: str, given: dict) -> dict:
 
 def backend_name(device) -> str:
     """The ops backend that serves this device's float32 tensors (for reports)."""
-    import importlib
-    registry = importlib.import_module("ffkernels.backends")
-    return registry.resolve("aggregate", None, torch.device(device), torch.float32).NAME
+    from . import backends
+    return backends.resolve("aggregate", None, torch.device(device), torch.float32).NAME
 
 
 class Trained:

@@ -161,8 +161,8 @@ def _check_device(args):
         if not torch.cuda.is_available():
             raise UsageError(f"--device {args.device}: CUDA is not available here")
     if args.backend is not None:
-        from . import backends
-        info = backends()[args.backend]
+        from . import available_backends
+        info = available_backends()[args.backend]
         if not info["available"]:
             raise UsageError(f"--backend {args.backend} is not usable here: {info['reason']}")
         os.environ["FFKERNELS_BACKEND"] = args.backend

@@ -6,6 +6,7 @@
 
 #include <ATen/Parallel.h>
 
+#include "../csrc/cpu/aggregate_schedule.h"
 #include "../csrc/cpu/cpu_isa.h"
 
 #ifndef FFKERNELS_VERSION
@@ -44,6 +45,24 @@ PyObject* cpu_isa(PyObject*, PyObject*) {
   return PyUnicode_FromString(ffkernels::cpu::cpu_isa_name(ffkernels::cpu::best_cpu_isa()));
 }
 
+PyObject* cache_info(PyObject*, PyObject*) {
+  const ffkernels::cpu::CacheInfo info = ffkernels::cpu::cache_info();
+  return Py_BuildValue("{s:L,s:s}", "llc_bytes", static_cast<long long>(info.llc_bytes), "source", info.source);
+}
+
+PyObject* aggregate_schedule(PyObject*, PyObject* args) {
+  long long rows = 0, feats = 0, elem = 0;
+  if (!PyArg_ParseTuple(args, "LLL", &rows, &feats, &elem)) return nullptr;
+  if (rows < 0 || feats < 0 || elem <= 0) {
+    PyErr_SetString(PyExc_ValueError, "aggregate_schedule: num_rows, num_features >= 0 and elem_bytes > 0 required");
+    return nullptr;
+  }
+  const ffkernels::cpu::AggregateSchedule s = ffkernels::cpu::aggregate_schedule(rows, feats, elem);
+  return Py_BuildValue("{s:L,s:L,s:L}", "tile_features", static_cast<long long>(s.tile_features),
+                       "prefetch_distance", static_cast<long long>(s.prefetch_distance), "llc_bytes",
+                       static_cast<long long>(s.llc_bytes));
+}
+
 PyObject* build_info(PyObject*, PyObject*) {
   PyObject* info = PyDict_New();
   if (info == nullptr) return nullptr;
@@ -66,6 +85,8 @@ PyObject* build_info(PyObject*, PyObject*) {
 #endif
   put("cpu_isa", PyUnicode_FromString(ffkernels::cpu::cpu_isa_name(ffkernels::cpu::best_cpu_isa())));
   put("num_threads", PyLong_FromLong(at::get_num_threads()));
+  put("llc_bytes", PyLong_FromLongLong(ffkernels::cpu::cache_info().llc_bytes));
+  put("llc_source", PyUnicode_FromString(ffkernels::cpu::cache_info().source));
   return info;
 }
 
@@ -76,6 +97,12 @@ PyMethodDef methods[] = {
     {"cpu_isa", cpu_isa, METH_NOARGS,
      "Instruction set of the aggregate kernels picked at run time (FFKERNELS_CPU_ISA=baseline forces portable code)."},
     {"build_info", build_info, METH_NOARGS, "How the extension was built: version, torch, compiler, OpenMP, CUDA."},
+    {"cache_info", cache_info, METH_NOARGS,
+     "Last-level cache size the CPU aggregation schedules for, and where it came from (sysfs, sysconf, fallback, "
+     "env FFKERNELS_LLC_BYTES)."},
+    {"aggregate_schedule", aggregate_schedule, METH_VARARGS,
+     "aggregate_schedule(num_rows, num_features, elem_bytes) -> the CPU aggregation's schedule for that size: "
+     "feature tile width and prefetch distance."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C",

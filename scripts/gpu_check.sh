@@ -2,6 +2,9 @@
 # One prepared check for a lent GPU machine (H100/H200, no network): build the extension with
 # its CUDA kernels, report the backends, run the test-suite on CUDA, time the kernels against
 # their baselines, and write the logs and tables under $OUT (./gpu_out when unset).
+# Kernels timed (benchmarks/bench_gpu.py): aggregate (Triton, CUDA C++; uniform and skewed),
+# goodness_loss_grad (Triton; allocating and inplace=True, ff and symba), linear_goodness_step
+# (Triton fused), sf_loss_grad (Triton); then `ffkernels bench --suite ops --device cuda`.
 #
 # Run from anywhere (it cd's to the repo root); with the device tool:
 #     run(command="bash scripts/gpu_check.sh", timeout_s=540)
@@ -54,7 +57,7 @@ if ! step build 330 build.log "$PY" -m pip install --no-build-isolation --no-dep
 fi
 
 # 2. Which backends are usable (the cuda one needs the freshly built extension).
-step backends 60 build.log "$PY" -c 'import ffkernels, json; b = ffkernels.backends(); print(json.dumps(b, indent=1)); import sys; sys.exit(0 if b["triton"]["available"] and b["cuda"]["available"] else 3)'
+step backends 60 build.log "$PY" -c 'import ffkernels, json; b = ffkernels.available_backends(); print(json.dumps(b, indent=1)); import sys; sys.exit(0 if b["triton"]["available"] and b["cuda"]["available"] else 3)'
 
 # 3. Tests on CUDA, kernel tests first (time-boxed; -x stops at the first failure so the log
 #    ends on it), then the rest of the suite with what the time box leaves.
@@ -63,11 +66,13 @@ if [ "${GPU_CHECK_SKIP_TESTS:-0}" != "1" ]; then
     # shellcheck disable=SC2086
     step tests 200 tests.log "$PY" -m pytest -x -q -p no:cacheprovider $GPU_CHECK_TEST_ARGS
   else
-    step tests_kernels 150 tests.log "$PY" -m pytest -x -q -p no:cacheprovider tests/test_ops.py tests/test_triton_kernels.py
+    # tests/ops: every op x backend vs the reference, in place goodness (allocation checked with the
+    # CUDA allocator), SF loss, autograd, NaN/Inf, the Triton tile edge cases.
+    step tests_kernels 170 tests.log "$PY" -m pytest -x -q -p no:cacheprovider tests/ops tests/test_package.py
     remaining=$(( 300 - ($(date +%s) - T0) ))
     if [ "$remaining" -gt 30 ]; then
       step tests_rest "$remaining" tests.log "$PY" -m pytest -x -q -p no:cacheprovider tests \
-        --ignore=tests/test_ops.py --ignore=tests/test_triton_kernels.py
+        --ignore=tests/ops --ignore=tests/test_package.py
     else
       echo "tests_rest skipped (no time left)" | tee -a "$SUMMARY"
     fi
@@ -80,6 +85,14 @@ quick=""
 if [ "${GPU_CHECK_QUICK:-0}" = "1" ] || [ "$remaining" -lt 150 ]; then quick="--quick"; fi
 # shellcheck disable=SC2086
 step bench "$(( remaining > 60 ? remaining : 60 ))" bench.log "$PY" benchmarks/bench_gpu.py --out "$OUT" $quick ${GPU_CHECK_BENCH_ARGS:-}
+
+# 4b. The op suite on the GPU (same cases as the CPU table; into bench.log: $OUT holds 8 files at most).
+remaining=$(( 470 - ($(date +%s) - T0) ))
+if [ "$remaining" -gt 90 ]; then
+  step ops_suite 80 bench.log "$PY" -m ffkernels bench --suite ops --device cuda --quick --min-run-time 0.2
+else
+  echo "ops_suite skipped (no time left: ${remaining}s)" | tee -a "$SUMMARY"
+fi
 
 # 5. Optional end-to-end suite, when the command-line tool has it and time is left.
 remaining=$(( 470 - ($(date +%s) - T0) ))

@@ -39,6 +39,12 @@ __device__ __forceinline__ opmath_t neg_infinity() {
   return -std::numeric_limits<opmath_t>::infinity();
 }
 
+// NaN-propagating max (like torch.amax and the reference; fmaxf would drop the NaN).
+template <typename opmath_t>
+__device__ __forceinline__ opmath_t max_nan(opmath_t acc, opmath_t v) {
+  return (v > acc || v != v) ? v : acc;
+}
+
 // acc (VEC lanes' worth of one feature slice) reduced over edges [start, end) of coef_e * x[col[e]].
 // All 32 lanes of the warp must call it together (shuffles); inactive lanes only broadcast.
 template <typename scalar_t, typename opmath_t, typename index_t, int VEC, int REDUCE, bool HAS_WEIGHT>
@@ -76,7 +82,7 @@ __device__ __forceinline__ void reduce_edges(const index_t* __restrict__ col, co
           for (int k = 0; k < VEC; ++k) {
             const opmath_t m = kHasCoef ? coefs[u] * static_cast<opmath_t>(vals[u].v[k])
                                         : static_cast<opmath_t>(vals[u].v[k]);
-            acc[k] = REDUCE == kMax ? (m > acc[k] ? m : acc[k]) : acc[k] + m;
+            acc[k] = REDUCE == kMax ? max_nan(acc[k], m) : acc[k] + m;
           }
         }
       }
@@ -89,7 +95,7 @@ __device__ __forceinline__ void reduce_edges(const index_t* __restrict__ col, co
 #pragma unroll
         for (int k = 0; k < VEC; ++k) {
           const opmath_t m = kHasCoef ? c * static_cast<opmath_t>(v.v[k]) : static_cast<opmath_t>(v.v[k]);
-          acc[k] = REDUCE == kMax ? (m > acc[k] ? m : acc[k]) : acc[k] + m;
+          acc[k] = REDUCE == kMax ? max_nan(acc[k], m) : acc[k] + m;
         }
       }
     }
@@ -228,7 +234,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int k = 0; k < VEC; ++k) {
         const opmath_t p = partial[c * num_feats + f + k];
-        acc[k] = REDUCE == kMax ? (p > acc[k] ? p : acc[k]) : acc[k] + p;
+        acc[k] = REDUCE == kMax ? max_nan(acc[k], p) : acc[k] + p;
       }
     }
     finish_row<scalar_t, opmath_t, VEC, REDUCE>(acc, span.row, span.row_end - span.row_start, x, scale, out,

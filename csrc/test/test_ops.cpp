@@ -170,6 +170,70 @@ void test_linear_step() {
   expect(gb.has_value() && at::allclose(*gb, grad_z.sum(0)), "linear_goodness_step grad_bias");
 }
 
+void test_inplace_and_out_variants() {
+  static auto good = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("ffkernels::goodness_loss_grad", "")
+                         .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+                             const at::Tensor&, const at::Tensor&, double, c10::string_view, c10::string_view, double,
+                             double, const std::optional<at::Tensor>&)>();
+  static auto good_ = c10::Dispatcher::singleton()
+                          .findSchemaOrThrow("ffkernels::goodness_loss_grad_", "")
+                          .typed<std::tuple<at::Tensor, at::Tensor>(
+                              at::Tensor&, const at::Tensor&, double, c10::string_view, c10::string_view, double,
+                              double, const std::optional<at::Tensor>&)>();
+  at::manual_seed(3);
+  at::Tensor h = at::relu(at::randn({2500, 33}));
+  at::Tensor positive = at::rand({2500}) < 0.5;
+  auto [loss, g, grad] = good.call(h, positive, 1.0, "sum", "ff", 1.0, 4.0, std::nullopt);
+  at::Tensor buf = h.clone();
+  const void* ptr = buf.data_ptr();
+  auto [loss_i, g_i] = good_.call(buf, positive, 1.0, "sum", "ff", 1.0, 4.0, std::nullopt);
+  expect(buf.data_ptr() == ptr && at::equal(buf, grad) && at::equal(loss_i, loss) && at::equal(g_i, g),
+         "goodness_loss_grad_ (in place) == goodness_loss_grad, bitwise");
+
+  static auto lin = c10::Dispatcher::singleton()
+                        .findSchemaOrThrow("ffkernels::linear_goodness_step", "")
+                        .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor, std::optional<at::Tensor>, at::Tensor>(
+                            const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, const at::Tensor&,
+                            double, c10::string_view, c10::string_view, double, double,
+                            const std::optional<at::Tensor>&)>();
+  static auto lin_out = c10::Dispatcher::singleton()
+                            .findSchemaOrThrow("ffkernels::linear_goodness_step_out", "")
+                            .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+                                const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                                const at::Tensor&, double, c10::string_view, c10::string_view, double, double,
+                                const std::optional<at::Tensor>&, at::Tensor&, at::Tensor&)>();
+  at::Tensor x = at::randn({40, 7}), w = at::randn({9, 7}), b = at::randn({9});
+  at::Tensor pos = at::rand({40}) < 0.5;
+  auto [l1, g1, gw1, gb1, h1] = lin.call(x, w, b, pos, 0.5, "sum", "ff", 1.0, 4.0, std::nullopt);
+  at::Tensor hb = at::empty({40, 9}), zb = at::empty({40, 9});
+  auto [l2, g2, gw2, gb2] = lin_out.call(x, w, b, pos, 0.5, "sum", "ff", 1.0, 4.0, std::nullopt, hb, zb);
+  expect(at::equal(l1, l2) && at::equal(gw1, gw2) && at::equal(*gb1, gb2) && at::equal(h1, hb),
+         "linear_goodness_step_out == linear_goodness_step, bitwise");
+}
+
+void test_sf_loss() {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("ffkernels::sf_loss_grad", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                                 const at::Tensor&, const at::Tensor&, double)>();
+  at::manual_seed(4);
+  const int64_t n = 30, c = 4, d = 6;
+  at::Tensor h = at::rand({n + c + 3, d}, at::kDouble);
+  at::Tensor train = at::arange(n, at::kLong), virt = at::arange(n, n + c, at::kLong);
+  at::Tensor y = at::randint(0, c, {n}, at::kLong);
+  const double tau = 0.7;
+  auto [loss, grad] = op.call(h, train, y, virt, tau);
+  // Naive: logits, log-softmax, R = (P - Y) / (tau n), grad rows = [R h_V ; R^T h_train].
+  at::Tensor ht = h.slice(0, 0, n), hv = h.slice(0, n, n + c);
+  at::Tensor lp = at::log_softmax(at::mm(ht, hv.t()) / tau, 1);
+  const double expected = -lp.gather(1, y.unsqueeze(1)).sum().item<double>() / n;
+  at::Tensor r = (lp.exp() - at::one_hot(y, c).to(at::kDouble)) / (tau * n);
+  at::Tensor expected_grad = at::cat({at::mm(r, hv), at::mm(r.t(), ht)}, 0);
+  expect(std::abs(loss.item<double>() - expected) < 1e-12, "sf_loss_grad loss");
+  expect(at::allclose(grad, expected_grad, 1e-10, 1e-13), "sf_loss_grad grad rows");
+}
+
 }  // namespace
 
 int main() {
@@ -177,6 +241,8 @@ int main() {
     test_aggregate();
     test_goodness();
     test_linear_step();
+    test_inplace_and_out_variants();
+    test_sf_loss();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "FAILED with exception: %s\n", e.what());
     return 1;

@@ -33,12 +33,14 @@ def supports(op, device, dtype):
     return op in OPS and torch.device(device).type == "cuda" and dtype in DTYPES
 
 
-def aggregate(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt):
+def aggregate(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt, out=None):
     """out[i] = reduce_{e in row i} w_e * x[col[e]] (see ffkernels.ops.aggregate)."""
     if rowptr.dtype != col.dtype:
         rowptr = rowptr.to(col.dtype)
-    return torch.ops.ffkernels.aggregate(rowptr, col, x.contiguous(), edge_weight, reduce,
-                                         deg_inv_sqrt if reduce == "gcn" else None)
+    result = torch.ops.ffkernels.aggregate(rowptr, col, x.contiguous(), edge_weight, reduce,
+                                           deg_inv_sqrt if reduce == "gcn" else None)
+    # (a fresh CUDA tensor comes from the caching allocator: no page-fault cost to avoid)
+    return result if out is None else out.copy_(result)
 
 
 def goodness_loss_grad(*args, **kwargs):

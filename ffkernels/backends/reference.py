@@ -30,8 +30,11 @@ def _rows_of(rowptr: torch.Tensor, num_edges: int) -> torch.Tensor:
                                    output_size=num_edges)
 
 
-def aggregate(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt):
-    """out[i] = reduce_{e in row i} w_e * x[col[e]] (see ffkernels.ops.aggregate)."""
+def aggregate(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt, out=None):
+    """out[i] = reduce_{e in row i} w_e * x[col[e]] (see ffkernels.ops.aggregate); ``out``: a
+    buffer that receives the result (and is returned)."""
+    if out is not None:
+        return out.copy_(aggregate(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt))
     n = rowptr.numel() - 1
     acc = _acc_dtype(x.dtype)
     xs = x.to(acc)
@@ -45,8 +48,8 @@ def aggregate(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt):
         msg = msg * edge_weight.to(acc).unsqueeze(1)
     out = torch.zeros(n, x.shape[1], dtype=acc, device=x.device)
     if reduce == "max":
-        if col.numel() > 0:
-            out = out.index_reduce(0, rows, msg, "amax", include_self=False)
+        # (also with no edges: keeps the result connected to x for autograd)
+        out = out.index_reduce(0, rows, msg, "amax", include_self=False)
     else:
         out.index_add_(0, rows, msg)
     if reduce == "mean":
@@ -84,17 +87,36 @@ def goodness_coefficients(goodness, positive, theta, loss, temperature, alpha, p
     return total, coef
 
 
-def goodness_loss_grad(h, positive, theta, goodness, loss, temperature, alpha, pairs):
+# Rows per chunk of the in-place reference: bounds its temporaries to ~16 MiB whatever N is.
+_INPLACE_CHUNK_ELEMENTS = 1 << 22
+
+
+def goodness_loss_grad(h, positive, theta, goodness, loss, temperature, alpha, pairs, inplace=False):
+    """``(loss, goodness, grad_z)``; ``inplace=True`` writes grad_z over ``h`` (returned as
+    grad_z) and allocates nothing of h's size: rows are processed in bounded chunks, goodness
+    first (the coefficients need every row's), then the scaling."""
     acc = _acc_dtype(h.dtype)
-    hs = h.to(acc)
     k = 1.0 if goodness == "sum" else 1.0 / max(h.shape[1], 1)
-    g = k * (hs * hs).sum(dim=1)
+    if not inplace:
+        hs = h.to(acc)
+        g = k * (hs * hs).sum(dim=1)
+        total, coef = goodness_coefficients(g, positive, theta, loss, temperature, alpha, pairs)
+        grad_z = (coef * (2.0 * k)).unsqueeze(1) * hs
+        return total, g, grad_z.to(h.dtype)
+    step = max(1, _INPLACE_CHUNK_ELEMENTS // max(h.shape[1], 1))
+    chunks = h.split(step)
+    g = torch.cat([k * (c.to(acc) * c.to(acc)).sum(dim=1) for c in chunks]) if chunks else \
+        h.new_zeros(0, dtype=acc)
     total, coef = goodness_coefficients(g, positive, theta, loss, temperature, alpha, pairs)
-    grad_z = (coef * (2.0 * k)).unsqueeze(1) * hs
-    return total, g, grad_z.to(h.dtype)
+    scale = coef * (2.0 * k)
+    for c, sc in zip(chunks, scale.split(step)):
+        c.copy_(sc.unsqueeze(1) * c.to(acc))
+    return total, g, h
 
 
-def linear_goodness_step(x, weight, bias, positive, theta, goodness, loss, temperature, alpha, pairs):
+def linear_goodness_step(x, weight, bias, positive, theta, goodness, loss, temperature, alpha, pairs,
+                         h_out=None, grad_z_out=None):
+    """``h_out`` / ``grad_z_out`` (both or neither): receive h and grad_z; h_out is returned as h."""
     acc = _acc_dtype(x.dtype)
     xs = x.to(acc)
     z = xs @ weight.to(acc).t()
@@ -104,4 +126,26 @@ def linear_goodness_step(x, weight, bias, positive, theta, goodness, loss, tempe
     total, g, grad_z = goodness_loss_grad(h, positive, theta, goodness, loss, temperature, alpha, pairs)
     grad_weight = (grad_z.t() @ xs).to(weight.dtype)
     grad_bias = grad_z.sum(0).to(bias.dtype) if bias is not None else None
+    if h_out is not None:
+        h_out.copy_(h)
+        grad_z_out.copy_(grad_z)
+        return total, g, grad_weight, grad_bias, h_out
     return total, g, grad_weight, grad_bias, h.to(x.dtype)
+
+
+def sf_loss_grad(h, train_idx, y_train, virtual_idx, tau):
+    """The single-forward loss (ALGORITHMS.md 1.4): ``(loss, grad_rows)`` with
+    ``logits = h[train] h[V]^T / tau``, ``loss = CrossEntropy(logits, y)``, ``R = (P - Y) / (tau n)``
+    and ``grad_rows = cat(R h_V, R^T h_train)`` (``[n_train + C, D]``, h's dtype)."""
+    acc = _acc_dtype(h.dtype)
+    h_train = h.index_select(0, train_idx).to(acc)
+    h_virtual = h.index_select(0, virtual_idx).to(acc)
+    n_train = h_train.shape[0]
+    logits = (h_train @ h_virtual.t()) / tau
+    log_p = torch.log_softmax(logits, dim=1)
+    loss = -log_p.gather(1, y_train.unsqueeze(1)).sum() / max(n_train, 1)
+    r = log_p.exp_()
+    r.scatter_add_(1, y_train.unsqueeze(1), torch.full((n_train, 1), -1.0, dtype=acc, device=h.device))
+    r.mul_(1.0 / (tau * max(n_train, 1)))
+    grad = torch.cat([r @ h_virtual, r.t() @ h_train], dim=0)
+    return loss, grad.to(h.dtype)

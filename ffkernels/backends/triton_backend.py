@@ -16,7 +16,7 @@ from . import reference as _reference
 
 NAME = "triton"
 
-OPS = ("aggregate", "goodness_loss_grad", "linear_goodness_step")
+OPS = ("aggregate", "goodness_loss_grad", "linear_goodness_step", "sf_loss_grad")
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -54,35 +54,59 @@ def _goodness_k(goodness: str, width: int) -> float:
     return 1.0 if goodness == "sum" else 1.0 / max(width, 1)
 
 
-def aggregate(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt):
+def aggregate(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt, out=None):
     """out[i] = reduce_{e in row i} w_e * x[col[e]] (see ffkernels.ops.aggregate)."""
     if edge_weight is not None:
         edge_weight = edge_weight.to(torch.float32).contiguous()
     if deg_inv_sqrt is not None:
         deg_inv_sqrt = deg_inv_sqrt.to(torch.float32).contiguous()
-    return _ops().aggregate(rowptr.contiguous(), col.contiguous(), x.contiguous(), edge_weight, reduce,
-                            deg_inv_sqrt if reduce == "gcn" else None)
+    args = (rowptr.contiguous(), col.contiguous(), x.contiguous(), edge_weight, reduce,
+            deg_inv_sqrt if reduce == "gcn" else None)
+    if out is not None:
+        _ops().aggregate_out(*args, out)
+        return out
+    return _ops().aggregate(*args)
 
 
-def _symba_grad(h, g, positive, theta, temperature, alpha, pairs, k, out_dtype):
+def _symba_grad(h, g, positive, theta, temperature, alpha, pairs, k, out_dtype, inplace=False):
     total, coef = _reference.goodness_coefficients(g, positive, theta, "symba", temperature, alpha, pairs)
+    if inplace:
+        _ops().scale_rows_(h, coef.to(torch.float32), 2.0 * k)
+        return total, h
     grad = _ops().scale_rows(h, coef.to(torch.float32), 2.0 * k, out_dtype)
     return total, grad
 
 
-def goodness_loss_grad(h, positive, theta, goodness, loss, temperature, alpha, pairs):
-    h = h.contiguous()
+def goodness_loss_grad(h, positive, theta, goodness, loss, temperature, alpha, pairs, inplace=False):
+    """``inplace=True``: grad_z overwrites ``h`` (contiguous; returned as grad_z)."""
+    if not inplace:
+        h = h.contiguous()
     k = _goodness_k(goodness, h.shape[1])
     ops = _ops()
     if loss == "ff":
+        if inplace:
+            terms, g = ops.ff_goodness_loss_grad_(h, positive.contiguous(), k, float(theta), float(temperature))
+            return terms.sum(), g, h
         terms, g, grad = ops.ff_goodness_loss_grad(h, positive.contiguous(), k, float(theta), float(temperature))
         return terms.sum(), g, grad
     g = ops.row_goodness(h, k)
-    total, grad = _symba_grad(h, g, positive, theta, temperature, alpha, pairs, k, h.dtype)
+    total, grad = _symba_grad(h, g, positive, theta, temperature, alpha, pairs, k, h.dtype, inplace)
     return total, g, grad
 
 
-def linear_goodness_step(x, weight, bias, positive, theta, goodness, loss, temperature, alpha, pairs):
+def sf_loss_grad(h, train_idx, y_train, virtual_idx, tau):
+    from ..triton import sf as _sf
+
+    if virtual_idx.numel() > _sf.MAX_CLASSES:  # more classes than one logits tile: the formula
+        return _reference.sf_loss_grad(h, train_idx, y_train, virtual_idx, tau)
+    return _ops().sf_loss_grad(h.contiguous(), train_idx.contiguous(), y_train.contiguous(),
+                               virtual_idx.contiguous(), float(tau))
+
+
+def linear_goodness_step(x, weight, bias, positive, theta, goodness, loss, temperature, alpha, pairs,
+                         h_out=None, grad_z_out=None):
+    """``h_out`` / ``grad_z_out`` (both or neither): caller buffers for h and grad_z (float32,
+    or float64); the weight gradient is then formed from the float32 grad_z."""
     from ..triton import linear as _lin
 
     x = x.contiguous()
@@ -91,15 +115,29 @@ def linear_goodness_step(x, weight, bias, positive, theta, goodness, loss, tempe
     dout = weight.shape[0]
     k = _goodness_k(goodness, dout)
     ops = _ops()
-    if loss == "ff" and dout <= _lin.MAX_FUSED_DOUT:
+    fused = loss == "ff" and dout <= _lin.MAX_FUSED_DOUT
+    if fused and h_out is not None:
+        g, terms = ops.linear_relu_goodness_ff_out(x, weight, bias, positive.contiguous(), k, float(theta),
+                                                   float(temperature), h_out, grad_z_out)
+        h, grad, total = h_out, grad_z_out, terms.sum()
+    elif fused:
         h, g, terms, grad = ops.linear_relu_goodness_ff(x, weight, bias, positive.contiguous(), k,
                                                         float(theta), float(temperature))
         total = terms.sum()
     else:
-        h, partial = ops.linear_relu_sumsq(x, weight, bias, 0)
+        if h_out is not None:
+            h = h_out
+            partial = ops.linear_relu_sumsq_out(x, weight, bias, 0, h_out)
+        else:
+            h, partial = ops.linear_relu_sumsq(x, weight, bias, 0)
         g = partial.sum(dim=1) * k
         total, coef = _reference.goodness_coefficients(g, positive, theta, loss, temperature, alpha, pairs)
-        grad = ops.scale_rows(h, coef.to(torch.float32), 2.0 * k, x.dtype)
-    grad_weight = (grad.t() @ x).to(weight.dtype)
+        if grad_z_out is not None:
+            ops.scale_rows_out(h, coef.to(torch.float32), 2.0 * k, grad_z_out)
+            grad = grad_z_out
+        else:
+            grad = ops.scale_rows(h, coef.to(torch.float32), 2.0 * k, x.dtype)
+    xg = x if grad.dtype == x.dtype else x.to(grad.dtype)
+    grad_weight = (grad.t() @ xg).to(weight.dtype)
     grad_bias = grad.sum(dim=0, dtype=torch.float32).to(bias.dtype) if bias is not None else None
     return total, g, grad_weight, grad_bias, h

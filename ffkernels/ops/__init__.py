@@ -2,8 +2,12 @@
 
 Each function validates its inputs (a bad input raises ``ValueError``/``TypeError`` naming
 the argument), converts them to kernel-level arguments and dispatches to a backend
-(``ffkernels.backends``). No autograd: call them under ``torch.no_grad()`` or not at all
-inside an autograd graph; the results carry no gradient history.
+(``ffkernels.backends``).
+
+Autograd: :func:`aggregate` is differentiable on every backend (with respect to ``x`` and
+``edge_weight``), so it also serves backprop models. The goodness / linear-step / SF ops return
+their gradient in closed form and have no autograd formula: called with grad mode on and an
+input that requires grad, they raise ``RuntimeError`` (call them under ``torch.no_grad()``).
 """
 from __future__ import annotations
 
@@ -19,6 +23,17 @@ __all__ = ["aggregate", "goodness_loss_grad", "linear_goodness_step"]
 AGGREGATE_REDUCES = ("sum", "mean", "max", "gcn")
 GOODNESS_KINDS = ("sum", "mean")
 LOSSES = ("ff", "symba")
+
+
+def reject_autograd(op: str, **tensors) -> None:
+    """Raise when ``op`` (a closed-form-gradient op) would be recorded by autograd."""
+    if not torch.is_grad_enabled():
+        return
+    for name, value in tensors.items():
+        if value is not None and value.requires_grad:
+            raise RuntimeError(f"{op}: {name} requires grad, but {op} has no autograd formula (it returns its "
+                               f"gradient in closed form); call it under torch.no_grad() or pass "
+                               f"{name}.detach()")
 
 
 def _check_graph(graph) -> Graph:
@@ -43,7 +58,7 @@ def gcn_deg_inv_sqrt(graph: Graph, edge_weight_csr: torch.Tensor | None,
 
 
 def aggregate(graph: Graph, x: torch.Tensor, reduce: str = "sum", edge_weight: torch.Tensor | None = None,
-              backend: str | None = None) -> torch.Tensor:
+              backend: str | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """Sparse neighbourhood aggregation over the graph's incoming edges.
 
     Args:
@@ -57,9 +72,14 @@ def aggregate(graph: Graph, x: torch.Tensor, reduce: str = "sum", edge_weight: t
             built from; with ``gcn`` the degree becomes ``1 + sum of incoming weights``.
         backend: force ``reference``, ``cpu``, ``triton`` or ``cuda``; default: the fastest
             usable one for ``x``'s device.
+        out: optional contiguous ``[N, F]`` buffer of ``x``'s dtype (not ``x``'s memory) that
+            receives the result and is returned: a loop that aggregates every step then pays no
+            fresh allocation (on the CPU a large new tensor costs its page faults). Not
+            differentiable (like torch's ``out=`` arguments).
 
     Returns:
         ``[N, F]`` tensor of ``x``'s dtype (accumulated in float32 for half types).
+        Differentiable with respect to ``x`` and ``edge_weight`` on every backend.
     """
     graph = _check_graph(graph)
     check_float(x, "x", ndim=2)
@@ -78,7 +98,14 @@ def aggregate(graph: Graph, x: torch.Tensor, reduce: str = "sum", edge_weight: t
             torch.float64 if x.dtype == torch.float64 else torch.float32).contiguous()
     impl = _backends.resolve("aggregate", backend, x.device, x.dtype)
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if out is not None:
+        if torch.is_grad_enabled() and (x.requires_grad or (edge_weight is not None and edge_weight.requires_grad)):
+            raise RuntimeError("aggregate(out=...) does not support autograd (like torch's out= arguments): "
+                               "drop out= to differentiate, or call it under torch.no_grad()")
+        out = _check_buffer(out, "out", tuple(x.shape), x.dtype, x, (x,))
     scale = gcn_deg_inv_sqrt(graph, weight_csr, acc_dtype) if reduce == "gcn" else None
+    if out is not None:
+        return impl.aggregate(graph.rowptr, graph.col, x.contiguous(), weight_csr, reduce, scale, out=out)
     return impl.aggregate(graph.rowptr, graph.col, x.contiguous(), weight_csr, reduce, scale)
 
 
@@ -114,7 +141,7 @@ def _check_goodness_args(h_name, h, positive, theta, goodness, loss, temperature
 
 def goodness_loss_grad(h: torch.Tensor, positive: torch.Tensor, theta: float = 2.0, goodness: str = "sum",
                        loss: str = "ff", temperature: float = 1.0, pairs: torch.Tensor | None = None,
-                       alpha: float = 4.0, backend: str | None = None):
+                       alpha: float = 4.0, backend: str | None = None, inplace: bool = False):
     """Fused goodness, forward-forward loss and its gradient with respect to the pre-activation.
 
     ``G_i = k * sum_d h_id^2`` (k = 1 for ``goodness="sum"``, 1/D for ``"mean"``).
@@ -128,16 +155,31 @@ def goodness_loss_grad(h: torch.Tensor, positive: torch.Tensor, theta: float = 2
         h: ``[N, D]`` post-ReLU activations ``h = ReLU(z)``.
         positive: ``[N]`` bool, True for positive rows.
         pairs: ``[P, 2]`` integer (positive row, negative row), for ``symba`` only.
+        inplace: write ``grad_z`` over ``h`` (which must be contiguous) and return ``h`` as
+            ``grad_z``: no ``[N, D]`` tensor is allocated, and the kernel moves exactly the bytes
+            of one copy (read ``h``, write it back). For a training step that needs ``h`` only to
+            form ``grad_z``: ``loss, g, dz = goodness_loss_grad(h, positive, inplace=True)`` (``dz
+            is h``). ``h`` must not be a view the caller still needs unchanged.
 
     Returns:
         ``(loss, goodness, grad_z)``: a 0-d float32 tensor (float64 for float64 ``h``), ``[N]``
-        goodness (same accumulation dtype), and ``[N, D]`` ``dloss/dz`` in ``h``'s dtype.
-        ``h`` is read once and ``grad_z`` written once (symba reads ``h`` twice).
+        goodness (same accumulation dtype), and ``[N, D]`` ``dloss/dz`` in ``h``'s dtype
+        (``h`` itself with ``inplace=True``). ``h`` is read once and ``grad_z`` written once
+        (symba reads ``h`` twice).
     """
     check_float(h, "h", ndim=2)
     theta, temperature, alpha, pairs = _check_goodness_args("h", h, positive, theta, goodness, loss,
                                                             temperature, alpha, pairs)
+    if not isinstance(inplace, bool):
+        raise TypeError(f"inplace must be a bool, got {type(inplace).__name__}")
+    if inplace and not h.is_contiguous():
+        raise ValueError("inplace=True needs a contiguous h (its own memory is overwritten with grad_z); "
+                         "pass h.contiguous() or use inplace=False")
+    reject_autograd("goodness_loss_grad", h=h)
     impl = _backends.resolve("goodness_loss_grad", backend, h.device, h.dtype)
+    if inplace:
+        return impl.goodness_loss_grad(h, positive.contiguous(), theta, goodness, loss, temperature, alpha,
+                                       pairs, inplace=True)
     return impl.goodness_loss_grad(h.contiguous(), positive.contiguous(), theta, goodness, loss,
                                    temperature, alpha, pairs)
 
@@ -145,7 +187,8 @@ def goodness_loss_grad(h: torch.Tensor, positive: torch.Tensor, theta: float = 2
 def linear_goodness_step(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                          positive: torch.Tensor, theta: float = 2.0, goodness: str = "sum", loss: str = "ff",
                          temperature: float = 1.0, pairs: torch.Tensor | None = None, alpha: float = 4.0,
-                         backend: str | None = None):
+                         backend: str | None = None, h_out: torch.Tensor | None = None,
+                         grad_z_out: torch.Tensor | None = None):
     """One fused local step of a linear layer: ``z = x W^T + b``, ReLU, goodness, loss, gradients.
 
     Args:
@@ -154,6 +197,13 @@ def linear_goodness_step(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
         bias: ``[Dout]`` or None.
         positive, theta, goodness, loss, temperature, pairs, alpha: as in
             :func:`goodness_loss_grad`.
+        h_out: optional contiguous ``[N, Dout]`` buffer of ``x``'s dtype that receives ``h``
+            (returned as ``h``): e.g. the previous step's ``h``, so a training loop allocates
+            no ``[N, Dout]`` output per step.
+        grad_z_out: optional contiguous ``[N, Dout]`` buffer of the accumulation dtype (float32;
+            float64 for float64 ``x``) used for ``z`` and then ``grad_z = dloss/dz`` (holds
+            ``grad_z`` afterwards): the epilogue's scratch, reusable from step to step. Either
+            buffer may be given alone (the other is allocated).
 
     Returns:
         ``(loss, goodness, grad_weight, grad_bias, h)``: ``grad_weight`` ``[Dout, Din]``,
@@ -176,8 +226,37 @@ def linear_goodness_step(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
         check_same_device("bias", bias, x.device, "x")
     theta, temperature, alpha, pairs = _check_goodness_args("x", x, positive, theta, goodness, loss,
                                                             temperature, alpha, pairs)
+    reject_autograd("linear_goodness_step", x=x, weight=weight, bias=bias)
     impl = _backends.resolve("linear_goodness_step", backend, x.device, x.dtype)
-    return impl.linear_goodness_step(x.contiguous(), weight.contiguous(),
-                                     None if bias is None else bias.contiguous(), positive.contiguous(),
-                                     theta, goodness, loss, temperature, alpha, pairs)
+    args = (x.contiguous(), weight.contiguous(), None if bias is None else bias.contiguous(),
+            positive.contiguous(), theta, goodness, loss, temperature, alpha, pairs)
+    if h_out is None and grad_z_out is None:
+        return impl.linear_goodness_step(*args)
+    shape = (x.shape[0], weight.shape[0])
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    h_out = _check_buffer(h_out, "h_out", shape, x.dtype, x, (x, weight))
+    grad_z_out = _check_buffer(grad_z_out, "grad_z_out", shape, acc, x, (x, weight, h_out))
+    return impl.linear_goodness_step(*args, h_out=h_out, grad_z_out=grad_z_out)
+
+
+def _check_buffer(buf, name, shape, dtype, like, others):
+    """A caller-provided output buffer: right shape, dtype and device, contiguous, and sharing
+    memory with none of ``others`` (None: allocate one)."""
+    if buf is None:
+        return torch.empty(shape, dtype=dtype, device=like.device)
+    check_tensor(buf, name)
+    if tuple(buf.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {list(shape)}, got {tuple(buf.shape)}")
+    if buf.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}, got {buf.dtype}")
+    check_same_device(name, buf, like.device, "x")
+    if not buf.is_contiguous():
+        raise ValueError(f"{name} must be contiguous")
+    if buf.requires_grad:
+        raise ValueError(f"{name} must not require grad")
+    for other in others:
+        if other is not None and other.numel() and buf.numel() and \
+                other.untyped_storage().data_ptr() == buf.untyped_storage().data_ptr():
+            raise ValueError(f"{name} must not share memory with the op's other tensors")
+    return buf
 from .sf import sf_logits, sf_loss_grad  # noqa: E402,F401  (single-forward loss, ALGORITHMS.md 1.4)

@@ -12,6 +12,7 @@ import torch
 
 from .. import backends as _backends
 from .._validation import check_float, check_positive_number, check_same_device, check_tensor
+from . import reject_autograd
 
 __all__ = ["sf_loss_grad", "sf_logits"]
 
@@ -28,21 +29,6 @@ def _check_index(value, name: str, n: int, device) -> torch.Tensor:
     return value.to(torch.int64)
 
 
-def _reference(h, train_idx, y_train, virtual_idx, tau):
-    acc = torch.float64 if h.dtype == torch.float64 else torch.float32
-    h_train = h.index_select(0, train_idx).to(acc)
-    h_virtual = h.index_select(0, virtual_idx).to(acc)
-    n_train = h_train.shape[0]
-    logits = (h_train @ h_virtual.t()) / tau
-    log_p = torch.log_softmax(logits, dim=1)
-    loss = -log_p.gather(1, y_train.unsqueeze(1)).sum() / max(n_train, 1)
-    r = log_p.exp_()
-    r.scatter_add_(1, y_train.unsqueeze(1), torch.full((n_train, 1), -1.0, dtype=acc, device=h.device))
-    r.mul_(1.0 / (tau * max(n_train, 1)))
-    grad = torch.cat([r @ h_virtual, r.t() @ h_train], dim=0)
-    return loss, grad.to(h.dtype)
-
-
 def sf_loss_grad_kernel(h, train_idx, y_train, virtual_idx, tau: float, backend: str | None = None):
     """The unchecked core of :func:`sf_loss_grad`: ``(loss, grad_rows)`` for already validated
     int64 indices (trainers validate their index sets once, not on every step)."""
@@ -51,11 +37,8 @@ def sf_loss_grad_kernel(h, train_idx, y_train, virtual_idx, tau: float, backend:
     except ValueError:
         if backend is not None:
             raise
-        impl = None  # FFKERNELS_BACKEND names a backend without this op: use the formula below
-    fn = getattr(impl, "sf_loss_grad", None)
-    if fn is None:
-        return _reference(h, train_idx, y_train, virtual_idx, tau)
-    return fn(h.contiguous(), train_idx, y_train, virtual_idx, tau)
+        impl = _backends.reference  # FFKERNELS_BACKEND names a backend without this op
+    return impl.sf_loss_grad(h.contiguous(), train_idx, y_train, virtual_idx, tau)
 
 
 def sf_loss_grad(h: torch.Tensor, train_idx: torch.Tensor, y_train: torch.Tensor, virtual_idx: torch.Tensor,
@@ -72,8 +55,7 @@ def sf_loss_grad(h: torch.Tensor, train_idx: torch.Tensor, y_train: torch.Tensor
             ``virtual_idx[c]``); must not overlap ``train_idx``.
         tau: temperature (> 0).
         dense: return a dense ``[N_aug, D]`` gradient instead of the row-restricted one.
-        backend: a backend that implements ``sf_loss_grad``; default: the fastest usable one
-            (the reference formula when no compiled one implements it).
+        backend: ``reference``, ``cpu`` (C++) or ``triton``; default: the fastest usable one.
 
     Returns:
         ``(loss, grad_rows, rows)``: 0-d loss (float32, float64 for float64 ``h``),
@@ -107,6 +89,7 @@ def sf_loss_grad(h: torch.Tensor, train_idx: torch.Tensor, y_train: torch.Tensor
     if train_idx.numel() and torch.isin(virtual_idx, train_idx).any():
         raise ValueError("virtual_idx and train_idx must not overlap")
     y_train = y_train.to(torch.int64)
+    reject_autograd("sf_loss_grad", h=h)
     loss, grad_rows = sf_loss_grad_kernel(h, train_idx, y_train, virtual_idx, tau, backend)
     rows = torch.cat([train_idx, virtual_idx])
     if not dense:

@@ -17,6 +17,12 @@ REDUCE_CODES = {"sum": 0, "mean": 1, "max": 2, "gcn": 3}
 
 
 @triton.jit
+def _max_nan(a, b):
+    # NaN-propagating max (torch.amax semantics); tl.max / the default tl.maximum drop NaN on GPUs.
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
 def _reduce_edges(col_ptr, x_ptr, w_ptr, scale_ptr, start, end, num_feats, offs_f, mask_f,
                   REDUCE: tl.constexpr, HAS_WEIGHT: tl.constexpr, BLOCK_E: tl.constexpr,
                   BLOCK_F: tl.constexpr):
@@ -40,7 +46,7 @@ def _reduce_edges(col_ptr, x_ptr, w_ptr, scale_ptr, start, end, num_feats, offs_
             vals = vals * s[:, None]
         if REDUCE == 2:
             vals = tl.where(mask, vals, float("-inf"))
-            acc = tl.maximum(acc, tl.max(vals, axis=0))
+            acc = tl.maximum(acc, tl.reduce(vals, 0, _max_nan), propagate_nan=tl.PropagateNan.ALL)
         else:
             acc += tl.sum(vals, axis=0)
     return acc
@@ -115,7 +121,7 @@ def _chunk_combine_kernel(long_rows_ptr, chunk_ptr_ptr, rowptr_ptr, partial_ptr,
     for c in range(c0, c1):
         part = tl.load(partial_ptr + c * num_feats + offs_f, mask=mask_f, other=0.0)
         if REDUCE == 2:
-            acc = tl.maximum(acc, part)
+            acc = tl.maximum(acc, part, propagate_nan=tl.PropagateNan.ALL)
         else:
             acc += part
     start = tl.load(rowptr_ptr + row).to(tl.int64)

@@ -18,6 +18,7 @@ from triton.compiler import ASTSource
 from ffkernels.triton import aggregate as A
 from ffkernels.triton import goodness as G
 from ffkernels.triton import linear as L
+from ffkernels.triton import sf as S
 
 TARGET = GPUTarget("cuda", 90, 32)
 
@@ -59,6 +60,13 @@ def main():
         t = dict(lt, x_ptr=P(dt), w_ptr=P(dt), b_ptr=P(dt), h_ptr=P(dt), grad_ptr=P(dt))
         compile_kernel(L._linear_goodness_kernel, t, dict(HAS_BIAS=True, FUSED_FF=True, PRECISION=prec, UPCAST=False, BLOCK_M=128, BLOCK_N=128, BLOCK_K=bk), num_warps=8)
         compile_kernel(L._linear_goodness_kernel, t, dict(HAS_BIAS=False, FUSED_FF=False, PRECISION=prec, UPCAST=False, BLOCK_M=64, BLOCK_N=256, BLOCK_K=32), num_warps=8)
+
+    st = dict(h_ptr=P("fp32"), train_ptr=P("i64"), y_ptr=P("i64"), virt_ptr=P("i64"), grad_ptr=P("fp32"), partial_ptr=P("fp32"), term_ptr=P("fp32"), n_train="i32", num_classes="i32", num_cols="i32", inv_tau="fp32", scale="fp32")
+    for dt, prec in (("fp32", "ieee"), ("bf16", "tf32"), ("fp16", "tf32")):
+        t = dict(st, h_ptr=P(dt), grad_ptr=P(dt))
+        for num_classes, num_cols in ((8, 128), (40, 129), (256, 64)):
+            bm, bc, bd, nw = S._config(num_classes, num_cols, False)
+            compile_kernel(S._sf_kernel, t, dict(PRECISION=prec, BLOCK_M=bm, BLOCK_C=bc, BLOCK_D=bd), num_warps=nw)
 
     print("all Triton kernels compiled for sm_90")
 

@@ -19,7 +19,7 @@ MAX_SINGLE_TILE_D = 1024
 @triton.jit
 def _softplus(x):
     # log(1 + exp(x)) without overflow.
-    return tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x)))
+    return tl.maximum(x, 0.0, propagate_nan=tl.PropagateNan.ALL) + tl.log(1.0 + tl.exp(-tl.abs(x)))
 
 
 @triton.jit
@@ -123,10 +123,13 @@ def count_positive(positive: torch.Tensor) -> torch.Tensor:
 
 
 def ff_goodness_loss_grad(h: torch.Tensor, positive: torch.Tensor, k: float, theta: float,
-                          temperature: float):
-    """FF loss: returns ``(loss_terms [N] float32, goodness [N] float32, grad_z [N, D] h.dtype)``."""
+                          temperature: float, out: torch.Tensor | None = None):
+    """FF loss: returns ``(loss_terms [N] float32, goodness [N] float32, grad_z [N, D] h.dtype)``.
+
+    ``out`` receives grad_z; it may be ``h`` itself (in place: every program reads each of
+    its tiles of h before it writes the same tile, and programs own disjoint rows)."""
     n, d = h.shape
-    grad = torch.empty_like(h)
+    grad = torch.empty_like(h) if out is None else out
     g = torch.empty(n, dtype=torch.float32, device=h.device)
     terms = torch.empty(n, dtype=torch.float32, device=h.device)
     if n == 0:
@@ -152,10 +155,12 @@ def row_goodness(h: torch.Tensor, k: float) -> torch.Tensor:
     return g
 
 
-def scale_rows(h: torch.Tensor, coef: torch.Tensor, factor: float, out_dtype: torch.dtype) -> torch.Tensor:
-    """``factor * coef[i] * h[i, :]`` in ``out_dtype``."""
+def scale_rows(h: torch.Tensor, coef: torch.Tensor, factor: float, out_dtype: torch.dtype,
+               out: torch.Tensor | None = None) -> torch.Tensor:
+    """``factor * coef[i] * h[i, :]`` in ``out_dtype`` (into ``out``, which may be ``h``)."""
     n, d = h.shape
-    out = torch.empty((n, d), dtype=out_dtype, device=h.device)
+    if out is None:
+        out = torch.empty((n, d), dtype=out_dtype, device=h.device)
     if n == 0:
         return out
     block_m, block_d, _, num_warps = _row_blocks(d, 256)

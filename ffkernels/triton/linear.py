@@ -48,7 +48,7 @@ def _linear_goodness_kernel(x_ptr, w_ptr, b_ptr, h_ptr, partial_ptr, pos_ptr, np
     if HAS_BIAS:
         bias = tl.load(b_ptr + cols, mask=mask_n, other=0.0).to(tl.float32)
         acc += bias[None, :]
-    h = tl.maximum(acc, 0.0)
+    h = tl.maximum(acc, 0.0, propagate_nan=tl.PropagateNan.ALL)  # ReLU keeps NaN, as torch.relu
     h = tl.where(mask_n[None, :], h, 0.0)
     out_offs = rows[:, None] * dout + cols[None, :]
     out_mask = mask_m[:, None] & mask_n[None, :]
@@ -89,13 +89,15 @@ def _config(n: int, din: int, dout: int, interpret: bool, elem_bytes: int = 4):
 
 
 def linear_relu_goodness(x: torch.Tensor, weight: torch.Tensor, bias, positive: torch.Tensor, k: float,
-                         theta: float, temperature: float, fused_ff: bool, block_n: int | None = None):
+                         theta: float, temperature: float, fused_ff: bool, block_n: int | None = None,
+                         h_out: torch.Tensor | None = None, grad_out: torch.Tensor | None = None):
     """Launch the GEMM + epilogue.
 
     Returns ``(h, goodness_or_partial, loss_terms, grad_z)``; with ``fused_ff`` the second is
     the goodness ``[N]`` and ``grad_z``/``loss_terms`` are filled, otherwise it is the
     ``[N, num_n_tiles]`` partial sums of squares (un-scaled by ``k``) and the last two are None.
-    ``block_n`` overrides the N-tile width (tests use it to force several tiles).
+    ``block_n`` overrides the N-tile width (tests use it to force several tiles). ``h_out`` /
+    ``grad_out``: caller buffers for h and (fused path) grad_z, any float dtype for grad_out.
     """
     n, din = x.shape
     dout = weight.shape[0]
@@ -104,11 +106,11 @@ def linear_relu_goodness(x: torch.Tensor, weight: torch.Tensor, bias, positive: 
     block_n = block_n or auto_block_n
     num_n_tiles = triton.cdiv(max(dout, 1), block_n)
     fused_ff = fused_ff and num_n_tiles == 1
-    h = torch.empty((n, dout), dtype=x.dtype, device=x.device)
+    h = torch.empty((n, dout), dtype=x.dtype, device=x.device) if h_out is None else h_out
     if fused_ff:
         g = torch.empty(n, dtype=torch.float32, device=x.device)
         terms = torch.empty(n, dtype=torch.float32, device=x.device)
-        grad = torch.empty((n, dout), dtype=x.dtype, device=x.device)
+        grad = torch.empty((n, dout), dtype=x.dtype, device=x.device) if grad_out is None else grad_out
         partial = g
         npos = count_positive(positive)
     else:

@@ -192,7 +192,7 @@ def test_partition_valid_and_aggregation_exact(tmp_path, method, graph_name):
     parts = load_all(tmp_path, world)
     check_partitioning(data, manifest, parts)
     for backend in ("cpu", "reference"):
-        if ffkernels.backends()[backend]["available"]:
+        if ffkernels.available_backends()[backend]["available"]:
             check_aggregation(data, parts, backend=backend)
 
 

@@ -12,87 +12,11 @@ import torch.nn.functional as F
 import ffkernels
 from ffkernels import Graph, ops
 from ffkernels.backends import reference
-from ffkernels.testing import backend_module, require_backend
+from ffkernels.testing import (GRAPHS, HALF_TOL, assert_close, backend_module, edge_weights, features,  # noqa: F401
+                               goodness_inputs, interpreted, linear_inputs, make_graph, require_backend, tolerance)
 
 FEATURES = (1, 3, 127, 129)
 REDUCES = ("sum", "mean", "max", "gcn")
-HALF_TOL = {torch.float16: dict(rtol=2e-3, atol=1e-2), torch.bfloat16: dict(rtol=1.6e-2, atol=5e-2)}
-
-
-def tolerance(dtype):
-    if dtype == torch.float64:
-        return dict(rtol=1e-10, atol=1e-10)
-    if dtype == torch.float32:
-        return dict(rtol=1e-4, atol=1e-4)
-    return HALF_TOL[dtype]
-
-
-def assert_close(actual, expected, dtype):
-    assert actual.dtype == expected.dtype and actual.shape == expected.shape, (actual.dtype, expected.dtype,
-                                                                               actual.shape, expected.shape)
-    torch.testing.assert_close(actual.double(), expected.double(), **tolerance(dtype))
-
-
-# ----------------------------------------------------------------------------- graphs
-def interpreted(backend, device) -> bool:
-    """Triton on CPU tensors runs under its (slow) interpreter: such runs get smaller inputs."""
-    return backend == "triton" and torch.device(device).type == "cpu"
-
-
-def make_graph(kind: str, device="cpu", seed=0, small=False) -> Graph:
-    gen = torch.Generator().manual_seed(seed)
-    if small:  # same shapes of trouble, fewer nodes and edges
-        n = {"random": 48, "empty": 5, "isolated": 40, "hub": 40, "dup_self": 20}[kind]
-        if kind == "random":
-            ei = torch.randint(0, n, (2, 400), generator=gen)
-        elif kind == "empty":
-            ei = torch.zeros(2, 0, dtype=torch.int64)
-        elif kind == "isolated":
-            ei = torch.stack([torch.randint(0, 30, (100,), generator=gen), torch.randint(0, 12, (100,), generator=gen)])
-        elif kind == "hub":
-            hub = torch.stack([torch.randint(0, n, (700,), generator=gen), torch.full((700,), 5)])
-            ei = torch.cat([hub, torch.randint(0, n, (2, 60), generator=gen)], 1)
-        else:
-            base = torch.randint(0, n, (2, 50), generator=gen)
-            loops = torch.arange(0, n, 3).repeat(2, 1)
-            ei = torch.cat([base, base[:, :20], loops, loops], 1)
-        return Graph.from_edge_index(ei.to(device), n)
-    if kind == "random":
-        n, ei = 200, torch.randint(0, 200, (2, 2000), generator=gen)
-    elif kind == "empty":  # nodes but no edges
-        n, ei = 12, torch.zeros(2, 0, dtype=torch.int64)
-    elif kind == "isolated":  # only the first 30 of 90 nodes receive edges, the last 20 send none
-        n = 90
-        ei = torch.stack([torch.randint(0, 70, (300,), generator=gen), torch.randint(0, 30, (300,), generator=gen)])
-    elif kind == "hub":  # node 5 has in-degree 2500: one row dominates the work
-        n = 150
-        hub = torch.stack([torch.randint(0, n, (2500,), generator=gen), torch.full((2500,), 5)])
-        ei = torch.cat([hub, torch.randint(0, n, (2, 300), generator=gen)], 1)
-    elif kind == "dup_self":  # duplicate edges and self loops, kept as multi-edges
-        n = 40
-        base = torch.randint(0, n, (2, 150), generator=gen)
-        loops = torch.arange(0, n, 3).repeat(2, 1)
-        ei = torch.cat([base, base[:, :60], loops, loops], 1)
-    else:
-        raise ValueError(kind)
-    return Graph.from_edge_index(ei.to(device), n)
-
-
-GRAPHS = ("random", "empty", "isolated", "hub", "dup_self")
-
-
-def features(n, f, dtype=torch.float32, device="cpu", seed=1, layout="contiguous"):
-    gen = torch.Generator().manual_seed(seed)
-    if layout == "transposed":  # a non-contiguous view of the same values
-        return torch.randn(f, n, generator=gen).to(dtype).to(device).t()
-    if layout == "sliced":
-        return torch.randn(n, 2 * f, generator=gen).to(dtype).to(device)[:, ::2]
-    return torch.randn(n, f, generator=gen).to(dtype).to(device)
-
-
-def edge_weights(graph, dtype=torch.float32, seed=2):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.rand(graph.num_edges, generator=gen).to(dtype).to(graph.device) + 0.5
 
 
 # ----------------------------------------------------------------------------- aggregate
@@ -151,7 +75,7 @@ def test_aggregate_values_by_hand():
     x = torch.tensor([[1.0], [10.0], [100.0]])
     w = torch.tensor([1.0, 2.0, 3.0])
     for name in ["reference", "cpu"]:
-        if not ffkernels.backends()[name]["available"]:
+        if not ffkernels.available_backends()[name]["available"]:
             continue
         assert ops.aggregate(g, x, "sum", backend=name).flatten().tolist() == [0, 111, 0]
         assert ops.aggregate(g, x, "sum", w, backend=name).flatten().tolist() == [0, 231, 0]
@@ -170,7 +94,7 @@ def test_aggregate_gcn_equals_dense_formula():
     d = a.sum(1).rsqrt()
     expected = d[:, None] * a * d[None, :] @ x
     torch.testing.assert_close(ops.aggregate(g, x, "gcn", backend="reference"), expected)
-    if ffkernels.backends()["cpu"]["available"]:
+    if ffkernels.available_backends()["cpu"]["available"]:
         torch.testing.assert_close(ops.aggregate(g, x, "gcn", backend="cpu"), expected)
 
 
@@ -189,16 +113,6 @@ def autograd_loss(h, positive, theta, goodness, loss, temperature, alpha, pairs)
         return total
     d = g[pairs[:, 0]] - g[pairs[:, 1]]
     return F.softplus(-alpha * d).sum() / max(pairs.shape[0], 1)
-
-
-def goodness_inputs(n, d, dtype=torch.float32, device="cpu", seed=0, positives="mixed", num_pairs=None):
-    gen = torch.Generator().manual_seed(seed)
-    z = (torch.randn(n, d, generator=gen, dtype=torch.float64) * (1.5 / max(d, 1) ** 0.5))
-    positive = {"mixed": torch.rand(n, generator=gen) < 0.5, "all": torch.ones(n, dtype=torch.bool),
-                "none": torch.zeros(n, dtype=torch.bool)}[positives]
-    num_pairs = n if num_pairs is None else num_pairs
-    pairs = torch.randint(0, max(n, 1), (num_pairs, 2), generator=gen) if n > 0 else torch.zeros(0, 2, dtype=torch.int64)
-    return z.to(dtype).to(device), positive.to(device), pairs.to(device)
 
 
 LOSS_CASES = [("ff", "sum"), ("ff", "mean"), ("symba", "sum"), ("symba", "mean")]
@@ -261,7 +175,7 @@ def test_goodness_backends_grad_equals_autograd(device):
         expected = autograd_loss(h, positive, 1.1, goodness, loss, 1.0, 4.0, pairs)
         (grad_auto,) = torch.autograd.grad(expected, z)
         for name in ["reference", "cpu", "triton", "cuda"]:
-            info = ffkernels.backends()[name]
+            info = ffkernels.available_backends()[name]
             if not info["available"] or not backend_module(name).supports(
                     "goodness_loss_grad", device, torch.float64):
                 continue
@@ -272,16 +186,6 @@ def test_goodness_backends_grad_equals_autograd(device):
 
 
 # ----------------------------------------------------------------------------- linear step
-def linear_inputs(n, din, dout, dtype=torch.float32, device="cpu", seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, din, generator=gen, dtype=torch.float64).to(dtype).to(device)
-    w = (torch.randn(dout, din, generator=gen, dtype=torch.float64) / din ** 0.5).to(dtype).to(device)
-    b = (torch.randn(dout, generator=gen, dtype=torch.float64) * 0.1).to(dtype).to(device)
-    positive = (torch.rand(n, generator=gen) < 0.5).to(device)
-    pairs = torch.randint(0, max(n, 1), (n, 2), generator=gen).to(device)
-    return x, w, b, positive, pairs
-
-
 @pytest.mark.parametrize("loss,goodness", LOSS_CASES)
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
 def test_linear_goodness_step_equals_autograd(loss, goodness, with_bias):
@@ -292,7 +196,7 @@ def test_linear_goodness_step_equals_autograd(loss, goodness, with_bias):
     h = torch.relu(F.linear(x, w, bias))
     expected = autograd_loss(h, positive, 0.8, goodness, loss, 1.0, 4.0, pairs)
     grads = torch.autograd.grad(expected, [w, b] if with_bias else [w])
-    names = [n for n in ("reference", "cpu", "triton", "cuda") if ffkernels.backends()[n]["available"] and
+    names = [n for n in ("reference", "cpu", "triton", "cuda") if ffkernels.available_backends()[n]["available"] and
              backend_module(n).supports("linear_goodness_step", x.device, torch.float64)]
     for name in names:
         total, g, gw, gb, hh = ops.linear_goodness_step(x, w.detach(), None if bias is None else b.detach(), positive,
@@ -338,8 +242,8 @@ def test_linear_goodness_step_dtypes(backend, device, dtype):
 
 
 # ----------------------------------------------------------------------------- cpu specifics
-needs_cpu = pytest.mark.skipif(not ffkernels.backends()["cpu"]["available"],
-                               reason=f"cpu backend: {ffkernels.backends()['cpu']['reason']}")
+needs_cpu = pytest.mark.skipif(not ffkernels.available_backends()["cpu"]["available"],
+                               reason=f"cpu backend: {ffkernels.available_backends()['cpu']['reason']}")
 
 
 @needs_cpu
@@ -403,10 +307,15 @@ def test_custom_ops_opcheck():
     z, positive, pairs = goodness_inputs(20, 6)
     torch.library.opcheck(torch.ops.ffkernels.goodness_loss_grad.default,
                           (torch.relu(z), positive, 1.0, "sum", "symba", 1.0, 4.0, pairs))
+    torch.library.opcheck(torch.ops.ffkernels.goodness_loss_grad_.default,
+                          (torch.relu(z), positive, 1.0, "mean", "ff", 1.0, 4.0, None))
     xl, wl, bl, pl, _ = linear_inputs(10, 5, 4)
     for bias in (bl, None):
         torch.library.opcheck(torch.ops.ffkernels.linear_goodness_step.default,
                               (xl, wl, bias, pl, 1.0, "mean", "ff", 1.0, 4.0, None))
+        torch.library.opcheck(torch.ops.ffkernels.linear_goodness_step_out.default,
+                              (xl, wl, bias, pl, 1.0, "mean", "ff", 1.0, 4.0, None, torch.empty(10, 4),
+                               torch.empty(10, 4)))
 
 
 @needs_cpu

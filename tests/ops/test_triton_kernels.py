@@ -15,7 +15,7 @@ import ffkernels
 from ffkernels import ops
 from ffkernels.graph import Graph
 
-_triton = ffkernels.backends()["triton"]
+_triton = ffkernels.available_backends()["triton"]
 pytestmark = pytest.mark.skipif(not _triton["available"], reason=f"triton backend: {_triton['reason']}")
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -200,12 +200,19 @@ def test_custom_ops_opcheck():
     b = torch.randn(3).to(DEVICE)
     opcheck(nt.linear_relu_goodness_ff, (x, w, b, positive, 1.0, 2.0, 1.0), test_utils=utils)
     opcheck(nt.linear_relu_sumsq, (x, w, None, 0), test_utils=utils)
+    opcheck(nt.ff_goodness_loss_grad_, (h.clone(), positive, 1.0, 2.0, 1.0), test_utils=utils)
+    opcheck(nt.scale_rows_, (h.clone(), torch.rand(n).to(DEVICE), 2.0), test_utils=utils)
+    opcheck(nt.scale_rows_out, (h, torch.rand(n).to(DEVICE), 2.0, torch.empty_like(h)), test_utils=utils)
+    opcheck(nt.linear_relu_goodness_ff_out, (x, w, b, positive, 1.0, 2.0, 1.0, torch.empty(n, 3).to(DEVICE),
+                                             torch.empty(n, 3).to(DEVICE)), test_utils=utils)
+    opcheck(nt.linear_relu_sumsq_out, (x, w, None, 0, torch.empty(n, 3).to(DEVICE)), test_utils=utils)
+    opcheck(nt.aggregate_out, (g.rowptr, g.col, x, None, "gcn", g.deg_inv_sqrt, torch.empty_like(x)), test_utils=utils)
 
 
 @pytest.mark.parametrize("name", ["triton", "cuda"])
 def test_default_long_row_split_against_float64(name):
     """A hub with 3000 in-edges (over the default split chunk of 1024) on both GPU backends."""
-    info = ffkernels.backends()[name]
+    info = ffkernels.available_backends()[name]
     if not info["available"]:
         pytest.skip(f"backend {name}: {info['reason']}")
     from ffkernels.backends import _module
