@@ -384,7 +384,7 @@ class GreedySFTrainer(Trainer):
         self.tau = options["tau"]
         self.h = self.problem.vg.x           # the current stage's (frozen) input
         self.probs = torch.zeros(self.problem.num_real, data.num_classes, device=data.x.device)
-        self.prefix_probs = []  # the summed prediction after each layer (select_layers)
+        self.best_prefix = None  # select_layers: (validation accuracy, layers, summed prediction)
         self.sparsity = []  # per layer, on the test rows (recomputed by a resumed run's replay)
         self.stepper = None
         self.generator = torch.Generator(device=data.x.device).manual_seed(options["seed"] + 202)  # dropout masks
@@ -415,13 +415,14 @@ class GreedySFTrainer(Trainer):
         self.stepper = None  # frees the layer's prepared input
         self.probs += self.problem.class_probs(h, self.tau)
         if self.options["select_layers"]:
-            self.prefix_probs.append(self.probs.clone())
-            if stage + 1 == self.num_stages:  # the prefix whose summed prediction validates best (fewest on ties)
-                val = [accuracy(pr, self.problem.y, self.problem.val_idx) for pr in self.prefix_probs]
-                best = max(range(len(val)), key=lambda k: (val[k], -k))
-                self.model.inference_layers.fill_(best + 1)
-                self.probs = self.prefix_probs[best]
-                self.prefix_probs = []
+            # keep the prefix whose summed prediction validates best (fewest layers on ties): one
+            # extra [N, C] buffer, whatever the depth
+            val = accuracy(self.probs, self.problem.y, self.problem.val_idx)
+            if self.best_prefix is None or val > self.best_prefix[0]:
+                self.best_prefix = (val, stage + 1, self.probs.clone())
+            if stage + 1 == self.num_stages:
+                self.model.inference_layers.fill_(self.best_prefix[1])
+                self.probs = self.best_prefix[2]
         test = self.problem.test_idx
         self.sparsity.append(activation_sparsity(h[test], self.problem.y[test]))
         self.h = h if stage + 1 < self.num_stages else None

@@ -65,7 +65,7 @@ class PartitionedSFTrainer(Trainer):
         self.val_sum = torch.zeros(self.val.numel(), self.c, device=dev)
         self.probs = {k: torch.zeros(idx.numel(), self.c, device=dev)
                       for k, idx in (("train", self.train), ("val", self.val), ("test", self.test))}
-        self.prefix_probs = []  # select_layers: the summed prediction after each layer
+        self.best_prefix = None  # select_layers: (validation accuracy, layers, summed predictions)
         self.halo_bytes_per_layer = []
         # dropout masks of this rank's own training rows: the same distribution as single-process
         # sf, another random stream (equal to it bitwise only with dropout = input_dropout = 0),
@@ -186,14 +186,13 @@ class PartitionedSFTrainer(Trainer):
             self.probs[key] += torch.softmax(h[idx] @ hv.t() / self.tau, dim=1)
         self.val_sum.copy_(self.probs["val"])
         last = stage + 1 == self.num_stages
-        if self.options["select_layers"]:
-            self.prefix_probs.append({k: v.clone() for k, v in self.probs.items()})
-            if last:  # the prefix whose summed prediction validates best (fewest layers on ties)
-                val = [self._fraction(self._correct(pr["val"], self.y_val)) for pr in self.prefix_probs]
-                best = max(range(len(val)), key=lambda k: (val[k], -k))
-                self.model.inference_layers.fill_(best + 1)
-                self.probs = self.prefix_probs[best]
-                self.prefix_probs = []
+        if self.options["select_layers"]:  # the best-validating prefix of layers, as single-process sf
+            val = self._fraction(self._correct(self.probs["val"], self.y_val))
+            if self.best_prefix is None or val > self.best_prefix[0]:
+                self.best_prefix = (val, stage + 1, {k: v.clone() for k, v in self.probs.items()})
+            if last:
+                self.model.inference_layers.fill_(self.best_prefix[1])
+                self.probs = self.best_prefix[2]
         self.h, self.h_virtual = (None, None) if last else (h, hv)
         if stage == 0:
             self.part.x = None  # the features are not needed again (a resumed run reloads its part)
