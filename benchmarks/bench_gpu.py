@@ -293,6 +293,44 @@ def suite_linear(table, device, rows, din, dout, dtype):
     del x, weight, bias
 
 
+def suite_linear_jvp(table, device, rows, din, dout, dtype):
+    """The dual-number linear layer: the Triton kernel (both outputs from one GEMM kernel)
+    against the three separate cuBLAS matmuls and torch.func.jvp, checked against float64."""
+    gen = torch.Generator(device=device).manual_seed(3)
+
+    def r(*shape, scale=1.0):
+        return (torch.randn(*shape, device=device, generator=gen) * scale).to(dtype)
+
+    x, dx = r(rows, din), r(rows, din)
+    w, v = r(dout, din, scale=din ** -0.5), r(dout, din, scale=din ** -0.5)
+    b, db = r(dout, scale=0.1), r(dout, scale=0.1)
+    label = f"linear_jvp [{rows}x{din}]->{dout} {str(dtype).replace('torch.', '')}"
+    flops = 3 * 2 * rows * din * dout
+    try:  # the big case's answer against float64
+        ref = ops.linear_jvp(*(t.double() for t in (x, dx, w, v, b, db)), backend="reference")
+        got = ops.linear_jvp(x, dx, w, v, b, db, backend="triton")
+        tol = 1e-4 if dtype == torch.float32 else 3e-2
+        for name, g, e in zip(("y", "dy"), got, ref):
+            err = ((g.double() - e).abs().max() / e.abs().max().clamp_min(1e-30)).item()
+            print(f"  {label}: triton {name} vs float64 max rel err {err:.2e}", flush=True)
+            if not err < tol:
+                CHECK_FAILURES.append(f"{label}: triton {name} vs float64 max rel err {err:.2e}")
+        del ref, got
+    except Exception as exc:
+        CHECK_FAILURES.append(f"{label}: check failed to run: {exc}")
+    base = guarded(table, label, "three separate matmuls (cuBLAS)",
+                   lambda: (x @ w.t() + b, x @ v.t() + dx @ w.t() + db), device=device)
+    guarded(table, label, "torch.func.jvp(F.linear)",
+            lambda: torch.func.jvp(torch.nn.functional.linear, (x, w, b), (dx, v, db)), device=device,
+            baseline_ms=base, baseline="3 matmuls")
+    ms = guarded(table, label, "ffkernels triton linear_jvp",
+                 lambda: ops.linear_jvp(x, dx, w, v, b, db, backend="triton"), device=device,
+                 baseline_ms=base, baseline="3 matmuls")
+    if ms:
+        table.rows[-1]["note"] = f"{flops / (ms * 1e-3) / 1e12:.1f} TFLOP/s (3 GEMMs)"
+    del x, dx, w, v
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.environ.get("OUT") or "gpu_out")
@@ -359,6 +397,10 @@ def main(argv=None):
                                                                                dout, dtype))
     for n, c, d in sizes["sf"]:
         suites.append(lambda n=n, c=c, d=d: suite_sf(table, device, n, c, d, copy_gbs))
+    for din, dout in sizes["lin"]:
+        for dtype in (torch.float32, torch.bfloat16):
+            suites.append(lambda din=din, dout=dout, dtype=dtype: suite_linear_jvp(table, device, sizes["lin_rows"],
+                                                                                   din, dout, dtype))
     if not args.smoke:  # last: the slowest to set up
         suites.append(lambda: suite_aggregate(table, device, sizes["nodes"], sizes["edges"], sizes["feats"],
                                               copy_gbs, names, skewed=True))

@@ -174,6 +174,15 @@ def no_autograd_backward(op: str):
     return backward
 
 
+def register_raising(qualname: str, reason: str) -> None:
+    """Register a backward for op ``qualname`` that raises ``RuntimeError(reason)`` (an op that
+    is deliberately not differentiable, e.g. ``linear_jvp``: it is itself a forward-mode
+    derivative)."""
+    def backward(ctx, *grads):
+        raise RuntimeError(reason)
+    torch.library.register_autograd(qualname, backward)
+
+
 def register(namespace: str, aggregate_kernel, closed_form_ops=()) -> None:
     """Register the autograd formulas of ``namespace::aggregate`` and the raising backward of
     ``closed_form_ops`` (op names in ``namespace``)."""

@@ -14,7 +14,7 @@ from .._extension import extension, extension_error
 
 NAME = "cpu"
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-OPS = ("aggregate", "goodness_loss_grad", "linear_goodness_step", "sf_loss_grad")
+OPS = ("aggregate", "goodness_loss_grad", "linear_goodness_step", "sf_loss_grad", "linear_jvp")
 
 
 def availability():
@@ -66,6 +66,10 @@ def sf_loss_grad(h, train_idx, y_train, virtual_idx, tau):
     return _ops().sf_loss_grad(h, train_idx, y_train, virtual_idx, float(tau))
 
 
+def linear_jvp(x, dx, weight, tangent_weight, bias, tangent_bias):
+    return _ops().linear_jvp(x, dx, weight, tangent_weight, bias, tangent_bias)
+
+
 def _acc(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -107,6 +111,11 @@ def _register_fakes():
         return (h.new_empty((), dtype=_acc(h.dtype)),
                 h.new_empty((train_idx.shape[0] + virtual_idx.shape[0], h.shape[1])))
 
+    @register("ffkernels::linear_jvp")
+    def _linear_jvp_fake(x, dx, weight, tangent_weight, bias, tangent_bias):
+        shape = (x.shape[0], weight.shape[0])
+        return x.new_empty(shape), x.new_empty(shape)
+
     @register("ffkernels::linear_goodness_step_out")
     def _linear_out_fake(x, weight, bias, positive, theta, goodness, loss, temperature, alpha, pairs, h_out,
                          grad_z_out):
@@ -125,9 +134,13 @@ def _register_autograd():
 
     _autograd.register("ffkernels", lambda *args: torch.ops.ffkernels.aggregate(*args),
                        closed_form_ops=CLOSED_FORM_OPS)
+    _autograd.register_raising("ffkernels::linear_jvp", LINEAR_JVP_NO_AUTOGRAD)
 
 
 CLOSED_FORM_OPS = ("goodness_loss_grad", "linear_goodness_step", "sf_loss_grad")
+LINEAR_JVP_NO_AUTOGRAD = ("linear_jvp has no autograd formula: it is itself the forward-mode (dual-number) "
+                          "derivative of a linear layer. Call it under torch.no_grad() (or on detached inputs); "
+                          "for reverse mode use torch.nn.functional.linear")
 
 try:
     _register_fakes()

@@ -149,3 +149,24 @@ def sf_loss_grad(h, train_idx, y_train, virtual_idx, tau):
     r.mul_(1.0 / (tau * max(n_train, 1)))
     grad = torch.cat([r @ h_virtual, r.t() @ h_train], dim=0)
     return loss, grad.to(h.dtype)
+
+
+def linear_jvp(x, dx, weight, tangent_weight, bias, tangent_bias):
+    """The dual-number linear layer: ``(y, dy)`` with ``y = x W^T + b`` and
+    ``dy = x V^T + dx W^T + db`` (``V`` = ``tangent_weight``, ``db`` = ``tangent_bias``; an absent
+    ``dx``, ``V``, ``b`` or ``db`` is zero), accumulated in float32 (float64 for float64 ``x``),
+    returned in ``x``'s dtype."""
+    acc = _acc_dtype(x.dtype)
+    xs = x.to(acc)
+    w = weight.to(acc)
+    y = xs @ w.t()
+    if bias is not None:
+        y = y + bias.to(acc)
+    dy = torch.zeros_like(y)
+    if tangent_weight is not None:
+        dy = dy + xs @ tangent_weight.to(acc).t()
+    if dx is not None:
+        dy = dy + dx.to(acc) @ w.t()
+    if tangent_bias is not None:
+        dy = dy + tangent_bias.to(acc)
+    return y.to(x.dtype), dy.to(x.dtype)

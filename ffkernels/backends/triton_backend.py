@@ -16,7 +16,7 @@ from . import reference as _reference
 
 NAME = "triton"
 
-OPS = ("aggregate", "goodness_loss_grad", "linear_goodness_step", "sf_loss_grad")
+OPS = ("aggregate", "goodness_loss_grad", "linear_goodness_step", "sf_loss_grad", "linear_jvp")
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -141,3 +141,10 @@ def linear_goodness_step(x, weight, bias, positive, theta, goodness, loss, tempe
     grad_weight = (grad.t() @ xg).to(weight.dtype)
     grad_bias = grad.sum(dim=0, dtype=torch.float32).to(bias.dtype) if bias is not None else None
     return total, g, grad_weight, grad_bias, h
+
+
+def linear_jvp(x, dx, weight, tangent_weight, bias, tangent_bias):
+    """``(y, dy)``: both outputs from one kernel (``ffkernels/triton/linear_jvp.py``)."""
+    def c(t):
+        return None if t is None else t.contiguous()
+    return _ops().linear_jvp(x.contiguous(), c(dx), weight.contiguous(), c(tangent_weight), c(bias), c(tangent_bias))

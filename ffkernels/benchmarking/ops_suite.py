@@ -13,10 +13,14 @@ and the limit:
   expression (the reference backend), ``dst.copy_(h)`` into a preallocated buffer (the physical
   limit of an op that reads h and writes grad_z) and ``h.clone()`` (the limit of an op that
   returns a fresh tensor: it pays the page faults too);
-- ``linear_goodness_step``, ``sf_loss_grad``: ffkernels vs the eager torch reference.
+- ``linear_goodness_step``, ``sf_loss_grad``: ffkernels vs the eager torch reference;
+- ``linear_jvp`` (group ``jvp``, the dual-number linear layer ``y = x W^T + b``,
+  ``dy = x V^T + dx W^T + db``): ffkernels vs the three separate matmuls a user would write
+  (``x @ W.T + b``, ``x @ V.T + dx @ W.T + db``) and ``torch.func.jvp`` of ``F.linear``.
 
 Bytes moved: the x row of every edge + the output (aggregate; + the self rows for gcn), read h +
-write grad_z (goodness), the operands and outputs (linear step, SF). ``limit`` = bytes / the copy
+write grad_z (goodness), the operands and outputs (linear step, SF, linear_jvp: read x, dx and
+write y, dy; the op is compute bound: three GEMMs of 2 N Din Dout flops). ``limit`` = bytes / the copy
 bandwidth measured in the same run (``dst.copy_(src)``, read + write, preallocated).
 
 Timing: ``torch.utils.benchmark.Timer.blocked_autorange`` (best block, and the median), with the
@@ -34,7 +38,7 @@ from typing import Callable
 
 import torch
 
-GROUPS = ("aggregate", "aggregate-skewed", "goodness", "linear", "sf")
+GROUPS = ("aggregate", "aggregate-skewed", "goodness", "linear", "sf", "jvp")
 
 
 @dataclass
@@ -195,6 +199,33 @@ def _sf_cases(s, gen, dev) -> list:
     return [case]
 
 
+def _jvp_cases(s, gen, dev) -> list:
+    from .. import ops
+
+    n, din, dout = s["LN"], s["LIN"], s["LOUT"]
+    x = torch.randn(n, din, generator=gen).to(dev)
+    dx = torch.randn(n, din, generator=gen).to(dev)
+    w = (torch.randn(dout, din, generator=gen) / din ** 0.5).to(dev)
+    v = torch.randn(dout, din, generator=gen).to(dev)
+    b = torch.zeros(dout).to(dev)
+    db = torch.randn(dout, generator=gen).to(dev)
+
+    def separate():
+        return x @ w.t() + b, x @ v.t() + dx @ w.t() + db
+
+    def func_jvp():
+        return torch.func.jvp(torch.nn.functional.linear, (x, w, b), (dx, v, db))
+
+    nbytes = 4 * (2 * n * din + 2 * n * dout)  # read x, dx; write y, dy
+    case = OpCase("jvp", "linear_jvp", nbytes, note=f"compute bound: 3 GEMMs, {3 * 2 * n * din * dout / 1e9:.2f} GFLOP")
+    case.impls += [
+        Impl("ffkernels", lambda: ops.linear_jvp(x, dx, w, v, b, db), "ours"),
+        Impl("three separate matmuls (eager torch)", separate),
+        Impl("torch.func.jvp(F.linear)", func_jvp),
+    ]
+    return [case]
+
+
 def build_cases(quick: bool, device: str, only: str | None = None) -> tuple:
     """``(cases, copy_case, info)``: the op cases, the copy-bandwidth case, size notes."""
     from .. import Graph
@@ -229,6 +260,10 @@ def build_cases(quick: bool, device: str, only: str | None = None) -> tuple:
         cases += _sf_cases(s, gen, dev)
         info["sf"] = (f"h [{s['SFN'] + s['SFC']:,}, {s['SFD']}] float32, {s['SFN']:,} training rows, "
                       f"C = {s['SFC']} virtual nodes")
+    if want("jvp"):
+        cases += _jvp_cases(s, gen, dev)
+        info["jvp"] = (f"x, dx [{s['LN']:,}, {s['LIN']}], weight and tangent [{s['LOUT']}, {s['LIN']}] float32, "
+                       f"bias and tangent bias")
     # Copy bandwidth on the goodness operand's size (512 MB at full size: beyond any cache).
     src = torch.randn(s["GN"], s["GD"], generator=gen).to(dev)
     out = torch.empty_like(src)
@@ -310,7 +345,8 @@ def run(quick: bool = False, device: str = "cpu", threads: int | None = None, on
         except ImportError:
             pass
         meta["backends"] = {op: resolve(op, None, torch.device(device), torch.float32).NAME
-                            for op in ("aggregate", "goodness_loss_grad", "linear_goodness_step", "sf_loss_grad")}
+                            for op in ("aggregate", "goodness_loss_grad", "linear_goodness_step", "sf_loss_grad",
+                                       "linear_jvp")}
         meta["available_backends"] = {k: v["available"] for k, v in available_backends().items()}
         copy = measure(copy_case.impls[0], threads, device, min_run_time)
         bw = copy_case.nbytes / copy["best_s"]

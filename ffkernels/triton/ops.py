@@ -12,6 +12,7 @@ import torch
 from . import aggregate as _agg
 from . import goodness as _good
 from . import linear as _lin
+from . import linear_jvp as _jvp
 from . import sf as _sf
 
 _NS = "ffkernels_triton"
@@ -186,11 +187,27 @@ def _(h, train_idx, y_train, virtual_idx, tau):
             h.new_empty((train_idx.shape[0] + virtual_idx.shape[0], h.shape[1])))
 
 
+@torch.library.custom_op(f"{_NS}::linear_jvp", mutates_args=())
+def linear_jvp(x: torch.Tensor, dx: Optional[torch.Tensor], weight: torch.Tensor,
+               tangent_weight: Optional[torch.Tensor], bias: Optional[torch.Tensor],
+               tangent_bias: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dual-number linear layer ``(y, dy)`` in one GEMM kernel (see :mod:`.linear_jvp`)."""
+    return _jvp.linear_jvp(x, dx, weight, tangent_weight, bias, tangent_bias)
+
+
+@linear_jvp.register_fake
+def _(x, dx, weight, tangent_weight, bias, tangent_bias):
+    shape = (x.shape[0], weight.shape[0])
+    return x.new_empty(shape), x.new_empty(shape)
+
+
 def _register_autograd():
     from ..backends import _autograd
+    from ..backends.cpu_backend import LINEAR_JVP_NO_AUTOGRAD
 
     _autograd.register(_NS, lambda *args: aggregate(*args),
                        closed_form_ops=("ff_goodness_loss_grad", "linear_relu_goodness_ff", "sf_loss_grad"))
+    _autograd.register_raising(f"{_NS}::linear_jvp", LINEAR_JVP_NO_AUTOGRAD)
 
 
 _register_autograd()

@@ -13,7 +13,7 @@ from ffkernels.train import CheckpointError, load_algorithms
 from ffkernels.train.checkpoint import read_checkpoint
 
 ALL_ALGORITHMS = ("sf", "sf-top-input", "sf-top-loss", "ff-la", "ff-vn", "fl-ce", "fl-ff", "fl-top", "ff",
-                  "ff-hard", "symba", "cff", "pepita", "bp", "dfa", "dfa-graph")
+                  "ff-hard", "symba", "cff", "pepita", "bp", "dfa", "dfa-graph", "fg", "fg-local", "fg-guess")
 
 
 def _graph():
