@@ -4,6 +4,10 @@
 dropout, then a linear classifier; cross-entropy on the training nodes, full batch, Adam, early
 stopping on validation accuracy (the engine's). The first layer's aggregation of the fixed input
 features is computed once (``A (X W) = (A X) W``), the way a user would write a fast baseline.
+
+Edge weights (``Dataset.edge_weight``) are used by GCN and SAGE with the forward layers'
+semantics (the sparse operators equal ``ops.aggregate(graph, x, "gcn")`` — PyG's ``GCNConv``
+normalisation — and :func:`ffkernels.nn.linear.sage_mean`); GAT does not use them and raises.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
+from ..nn.linear import sage_mean
 from ..nn.optim import optimizer_factory
 from ..train.metrics import accuracy
 from ..train.options import Option
@@ -23,18 +28,33 @@ BP_MODELS = ("gcn", "sage", "gat")
 
 
 def _sparse_operator(graph, reduce: str, dtype=torch.float32) -> torch.Tensor:
-    """``Agg`` as a sparse COO matrix ``[N, N]`` (autograd flows to the dense operand)."""
+    """``Agg`` as a sparse COO matrix ``[N, N]`` (autograd flows to the dense operand), with the
+    graph's edge weights if it has them: ``gcn`` is ``ops.aggregate(graph, ., "gcn")`` (PyG's
+    ``GCNConv`` normalisation, self loops replaced by one per node), ``mean`` is
+    :func:`~ffkernels.nn.linear.sage_mean` (the weighted mean with weights)."""
     n = graph.num_nodes
     row = graph.row.to(torch.int64)
     col = graph.col.to(torch.int64)
+    w = None if graph.edge_weight is None else graph.edge_weight.to(dtype)
     if reduce == "gcn":
-        d = graph.deg_inv_sqrt.to(dtype)
-        loops = torch.arange(n, device=row.device)
-        row, col = torch.cat([row, loops]), torch.cat([col, loops])
-        values = d[row] * d[col]
+        if graph.has_self_loops:
+            loop_graph, values = ops.gcn_edge_norm(graph, w, dtype)
+            row, col = loop_graph.row.to(torch.int64), loop_graph.col.to(torch.int64)
+        else:
+            d = ops.gcn_deg_inv_sqrt(graph, w, dtype).to(dtype)
+            values = d[row] * d[col] if w is None else d[row] * w * d[col]
+            loops = torch.arange(n, device=row.device)
+            row, col = torch.cat([row, loops]), torch.cat([col, loops])
+            values = torch.cat([values, d * d])
     elif reduce == "mean":
-        deg = graph.in_degree.to(dtype).clamp_min(1)
-        values = 1.0 / deg[row]
+        if w is None:
+            deg = graph.in_degree.to(dtype).clamp_min(1)
+            values = 1.0 / deg[row]
+        else:
+            total = torch.zeros(n, dtype=dtype, device=row.device).index_add(0, row, w)
+            inv = torch.where(total != 0, 1.0 / torch.where(total != 0, total, torch.ones_like(total)),
+                              torch.zeros_like(total))
+            values = w * inv[row]
     else:
         raise ValueError(f"reduce must be 'gcn' or 'mean', got {reduce!r}")
     return torch.sparse_coo_tensor(torch.stack([row, col]), values, (n, n), check_invariants=False).coalesce()
@@ -99,6 +119,10 @@ def _graph_operators(model, graph, device):
     elif model == "sage":
         out["mean"] = _sparse_operator(graph, "mean").to(device)
     else:
+        if graph.edge_weight is not None:
+            raise ValueError("bp with model='gat': GAT does not use edge weights (its attention replaces them, as "
+                             "in PyG's GATConv), and the dataset has edge_weight; use model='gcn' or 'sage', or "
+                             "drop the weights (Dataset.edge_weight = None)")
         src, dst = graph.col.to(torch.int64), graph.row.to(torch.int64)
         keep = src != dst
         loops = torch.arange(graph.num_nodes, device=src.device)
@@ -112,7 +136,7 @@ def _first_input(model, graph, x):
         if model == "gcn":
             return ops.aggregate(graph, x, reduce="gcn")
         if model == "sage":
-            return torch.cat([x, ops.aggregate(graph, x, reduce="mean")], dim=1)
+            return torch.cat([x, sage_mean(graph, x)], dim=1)
     return None
 
 
@@ -140,9 +164,14 @@ class BPModel(Model):
         return self.head(h)
 
     def graph_inputs(self, data):
-        """The sparse operators and the pre-aggregated first input of ``data`` (constants)."""
-        return _graph_operators(self.options["model"], data.graph, data.x.device), \
-            _first_input(self.options["model"], data.graph, data.x)
+        """The sparse operators and the pre-aggregated first input of ``data`` (constants), with
+        ``data.edge_weight`` if it has one."""
+        graph = data.graph
+        weight = getattr(data, "edge_weight", None)
+        if weight is not None:
+            graph = graph.with_edge_weight(weight.to(graph.device))
+        return _graph_operators(self.options["model"], graph, data.x.device), \
+            _first_input(self.options["model"], graph, data.x)
 
     @torch.no_grad()
     def logits(self, data, hidden: list | None = None) -> torch.Tensor:
@@ -173,7 +202,7 @@ class BPModel(Model):
 
 
 
-@register("bp", task="node", models=BP_MODELS, schedule="simultaneous", model=BPModel,
+@register("bp", task="node", models=BP_MODELS, schedule="simultaneous", model=BPModel, edge_weights=True,
           defaults={"lr": 1e-2, "weight_decay": 5e-4},
           options=(Option("dropout", float, 0.5, "dropout after every convolution", minimum=0.0, maximum=0.99),),
           description="backpropagation baseline (autograd) with the same architectures, for comparison")
@@ -205,6 +234,9 @@ class BPTrainer(Trainer):
 
     def validate(self, stage):
         return self.model.evaluate(self.data)["val_accuracy"]
+
+    def probe(self, stage):
+        return self.model.evaluate(self.data)["test_accuracy"]
 
 
 __all__ = ["BPModel", "BPTrainer", "BP_MODELS"]

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import torch
 
 from .. import ops
-from ..graph import Graph
+from ..graph import Graph, as_graph
 from ..nn import FFGCNConv, FFSAGEConv
+from ..nn.linear import sage_mean
 from ..nn.optim import optimizer_factory
 
 GRAPH_MODELS = ("gcn", "sage", "gat")
@@ -30,12 +31,16 @@ class VirtualGraph:
             ``virtual -> node`` for each of the ``L`` linked nodes.
         virtual_idx: ``[C]`` int64, ``arange(N, N + C)``: row ``c`` is class ``c``'s node.
         num_real: ``N``, the number of original nodes.
+        edge_weight: ``[E + 2 L]`` weights in :attr:`edge_index` order (the original edges'
+            weights, then 1 for every virtual link), or None for an unweighted graph; the
+            :attr:`graph` carries them (so every layer aggregates with them).
     """
     x: torch.Tensor
     graph: Graph
     edge_index: torch.Tensor
     virtual_idx: torch.Tensor
     num_real: int
+    edge_weight: torch.Tensor | None = None
 
     @property
     def num_nodes(self) -> int:
@@ -59,7 +64,8 @@ def virtual_node_features(num_classes: int, num_features: int, seed: int = 0, de
 
 def augment_with_virtual_nodes(x: torch.Tensor, edge_index: torch.Tensor, link_idx: torch.Tensor,
                                link_class: torch.Tensor, num_classes: int, *,
-                               virtual_features: torch.Tensor | None = None, seed: int = 0) -> VirtualGraph:
+                               virtual_features: torch.Tensor | None = None, seed: int = 0,
+                               edge_weight: torch.Tensor | None = None) -> VirtualGraph:
     """Add one virtual node per class and link ``link_idx[k] <-> v_{link_class[k]}`` (both ways).
 
     ``docs/algorithms.md#sf`` (SF: ``link_idx`` = training nodes, ``link_class`` = their labels) and
@@ -74,6 +80,9 @@ def augment_with_virtual_nodes(x: torch.Tensor, edge_index: torch.Tensor, link_i
         virtual_features: optional ``[C, F]`` features for the virtual nodes; default
             :func:`virtual_node_features` with ``seed``.
         seed: seed of the default virtual features.
+        edge_weight: optional ``[E]`` weights of the original edges (``edge_index`` order); the
+            virtual links get weight 1 (PyG's fill value for added self loops: a virtual link
+            counts like one unit edge in every degree).
 
     Returns:
         a :class:`VirtualGraph` (the graph is built once; reuse it for every layer).
@@ -103,8 +112,15 @@ def augment_with_virtual_nodes(x: torch.Tensor, edge_index: torch.Tensor, link_i
     edge_index_aug = torch.cat([edge_index.to(device=device, dtype=torch.int64),
                                 torch.stack([li, v]), torch.stack([v, li])], dim=1)
     x_aug = torch.cat([x, virtual_features.to(device=device, dtype=x.dtype)], dim=0)
-    graph = Graph.from_edge_index(edge_index_aug, n + num_classes)
-    return VirtualGraph(x_aug, graph, edge_index_aug, virtual_idx, n)
+    weight_aug = None
+    if edge_weight is not None:
+        edge_weight = edge_weight.to(device).reshape(-1)
+        if edge_weight.numel() != edge_index.shape[1] or not edge_weight.is_floating_point():
+            raise ValueError(f"edge_weight must be a float tensor with one weight per edge ({edge_index.shape[1]}), "
+                             f"got {edge_weight.dtype} {tuple(edge_weight.shape)}")
+        weight_aug = torch.cat([edge_weight, torch.ones(2 * li.numel(), dtype=edge_weight.dtype, device=device)])
+    graph = Graph.from_edge_index(edge_index_aug, n + num_classes, edge_weight=weight_aug)
+    return VirtualGraph(x_aug, graph, edge_index_aug, virtual_idx, n, weight_aug)
 
 
 def build_layer(model: str, in_features: int, out_features: int, *, lr: float = 1e-3,
@@ -138,23 +154,25 @@ def _row_scale(x: torch.Tensor, kind: str | None, eps: float = 1e-8) -> torch.Te
 
 
 @torch.no_grad()
-def project_forward(layer, x: torch.Tensor, graph) -> torch.Tensor:
-    """``layer(x, graph)`` computed projection-first: ``Agg(n(x)) W^T = Agg(s * (x W^T))``.
+def project_forward(layer, x: torch.Tensor, graph, edge_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """``layer(x, graph, edge_weight)`` computed projection-first: ``Agg(n(x)) W^T = Agg(s * (x W^T))``.
 
     The row normalisation ``n(x) = s * x`` commutes with the projection, so the only temporaries
     are ``[N, D_out]`` (never ``[N, F_in]``: 2,879 columns on Cora-ML) and the aggregation moves
     ``D_out`` columns instead of ``F_in``. Equal to ``layer(x, graph)`` up to float rounding.
+    The aggregation uses the graph's edge weights, or ``edge_weight`` (``edge_index`` order).
     GAT (whose aggregation has weights) runs its own forward.
     """
     if not isinstance(layer, (FFGCNConv, FFSAGEConv)):
-        return layer(x, graph)
+        return layer(x, graph) if edge_weight is None else layer(x, graph, edge_weight)
+    graph = as_graph(graph, x.shape[0])
     scale = _row_scale(x, layer.normalize)
     w = layer.weight
     if isinstance(layer, FFGCNConv):
         u = x @ w.t()
         if scale is not None:
             u.mul_(scale)
-        z = ops.aggregate(graph, u, reduce="gcn")
+        z = ops.aggregate(graph, u, reduce="gcn", edge_weight=edge_weight)
     else:
         f = layer.in_features
         z = x @ w[:, :f].t()
@@ -162,7 +180,7 @@ def project_forward(layer, x: torch.Tensor, graph) -> torch.Tensor:
         if scale is not None:
             z.mul_(scale)
             u.mul_(scale)
-        z += ops.aggregate(graph, u, reduce="mean")
+        z += sage_mean(graph, u, edge_weight)
     if layer.bias is not None:
         z += layer.bias
     return z.relu_()

@@ -244,11 +244,11 @@ class TopDownTrainer(Trainer):
 
 
 register("sf-top-input", task="node", models=("gcn",), schedule="simultaneous", model=TopDownModel,
-         defaults=SF_DEFAULTS, variant={"mode": "input"}, options=(TAU,),
+         edge_weights=True, defaults=SF_DEFAULTS, variant={"mode": "input"}, options=(TAU,),
          description="SF with top-to-input signals, simultaneous, alternating even/odd updates (ForwardGNN)"
          )(TopDownTrainer)
 register("sf-top-loss", task="node", models=("gcn", "sage"), schedule="simultaneous", model=TopDownModel,
-         defaults=SF_DEFAULTS, variant={"mode": "loss"},
+         edge_weights=True, defaults=SF_DEFAULTS, variant={"mode": "loss"},
          options=(TAU, positive_float("clip", 1.0, "gradient-norm clip of every layer's update (the reference's)")),
          description="SF with top-to-loss signals, simultaneous, gradient-norm clip 1.0 (ForwardGNN)")(TopDownTrainer)
 

@@ -17,6 +17,10 @@ layer (greedy, as single-process ``sf``):
 3. validation: the owned validation rows' correct counts, one all-reduce; early stopping
    decides on the same number on every rank.
 
+Edge weights (the partition's ``edge_weight``) and self loops follow single-process ``sf``:
+GCN is PyG's ``GCNConv`` normalisation (weighted degrees, a node's self loops replaced by one),
+SAGE the weighted mean; the virtual links weigh 1.
+
 The result equals single-process ``sf`` up to the order of float sums (the all-reduce adds
 per-rank partial sums; the aggregation adds in the single-process CSR order). docs/distributed.md
 says exactly what is exchanged when.
@@ -58,8 +62,11 @@ class PartitionedSFTrainer(Trainer):
         is_train = torch.zeros(n, 1, device=dev)
         is_train[self.train] = 1.0
         halo_train = self._exchange(is_train)
+        virtual = torch.cat([is_train, halo_train]).view(-1)
         # in-degrees in the virtual-node graph: a training node has its class's virtual node too
-        self.degree = part.in_degree.to(torch.float32) + torch.cat([is_train, halo_train]).view(-1)
+        self.degree = part.in_degree.to(torch.float32) + virtual
+        self.weight = None if part.edge_weight is None else part.edge_weight.to(dev, torch.float32)
+        self.gcn_dinv, self.loop_term, self.sage_total = self._degrees(virtual[:n])
         self.h = part.x
         self.h_virtual = model.virtual_features.to(part.x.dtype)
         self.val_sum = torch.zeros(self.val.numel(), self.c, device=dev)
@@ -72,6 +79,35 @@ class PartitionedSFTrainer(Trainer):
         # reseeded from (seed, rank, layer, epoch) every epoch: a resumed run draws the same
         # masks without any generator state in rank 0's checkpoint
         self.generator = torch.Generator(device=dev)
+
+    def _degrees(self, is_train: torch.Tensor):
+        """The virtual-node graph's GCN factors ``[n_k + h_k]`` (PyG's normalisation, as single
+        process: weighted in-degree, a node's self loops replaced by one of its last loop's
+        weight or 1, the virtual link weighing 1), the owned rows' self-loop term (PyG's loop
+        weight minus the existing loops' summed weight; None: 1, no self loops) and, with
+        weights, SAGE's weighted-mean denominators of the owned rows (else None)."""
+        part, n = self.part, self.part.num_owned
+        if self.weight is None and not part.gcn_uses_loop_graph:
+            return (self.degree + 1.0).rsqrt(), None, None
+        graph = part.local_graph(is_train.device)
+        w = torch.ones(graph.num_edges, device=is_train.device) if self.weight is None else self.weight
+        row, col = graph.row.to(torch.int64), graph.col.to(torch.int64)
+        loop_term = None
+        if part.gcn_uses_loop_graph:
+            loops = graph.self_loop_structure()
+            owned = loops.degree(w, torch.float32)[:n]
+            is_loop = row == col
+            existing = torch.zeros(graph.num_nodes, device=w.device).index_add_(0, row[is_loop], w[is_loop])
+            loop_term = (loops.loop_weight(w) - existing)[:n]
+        else:
+            owned = torch.ones(graph.num_nodes, device=w.device).index_add_(0, row, w)[:n]
+        owned = owned + is_train
+        deg = torch.cat([owned, self._exchange(owned[:, None]).view(-1)])
+        dinv = torch.where(deg > 0, deg.clamp_min(1e-30).rsqrt(), torch.zeros_like(deg))
+        sage_total = None
+        if self.weight is not None:
+            sage_total = torch.zeros(graph.num_nodes, device=w.device).index_add_(0, row, w)[:n] + is_train
+        return dinv, loop_term, sage_total
 
     # -- communication
     def _exchange(self, owned_rows: torch.Tensor) -> torch.Tensor:
@@ -95,18 +131,26 @@ class PartitionedSFTrainer(Trainer):
         n = self.part.num_owned
         u_train = local[self.train]
         if isinstance(layer, FFGCNConv):
-            dinv = (self.degree + 1.0).rsqrt()
+            dinv = self.gcn_dinv
             dv = (self.class_count + 1.0).rsqrt()
-            agg = local_aggregate(self.part, local * dinv[:, None], "sum")
-            agg += dinv[:n, None] * local[:n]                                     # self loop
+            agg = local_aggregate(self.part, local * dinv[:, None], "sum", self.weight)
+            if self.loop_term is None:
+                agg += dinv[:n, None] * local[:n]                                 # self loop
+            else:  # PyG: the existing self loops (summed above) replaced by one
+                agg += (self.loop_term * dinv[:n])[:, None] * local[:n]
             agg[self.train] += dv[self.y_train, None] * uv[self.y_train]          # the virtual neighbour
             agg *= dinv[:n, None]
             mv = dv[:, None] * (self._class_sums(dinv[self.train, None] * u_train) + dv[:, None] * uv)
             return agg, mv
         if isinstance(layer, FFSAGEConv):
-            total = local_aggregate(self.part, local, "sum")
+            total = local_aggregate(self.part, local, "sum", self.weight)
             total[self.train] += uv[self.y_train]
-            mean = total / self.degree[:n, None].clamp_min(1.0)
+            if self.sage_total is None:
+                mean = total / self.degree[:n, None].clamp_min(1.0)
+            else:  # the weighted mean (nn.linear.sage_mean), 0 where the weights sum to 0
+                den = self.sage_total[:, None]
+                mean = torch.where(den != 0, total / torch.where(den != 0, den, torch.ones_like(den)),
+                                   torch.zeros_like(total))
             mv = self._class_sums(u_train) / self.class_count[:, None].clamp_min(1.0)
             return torch.cat([local[:n], mean], dim=1), torch.cat([uv, mv], dim=1)
         raise ValueError(f"distributed sf supports {list(SUPPORTED_MODELS)} layers, got {type(layer).__name__}")

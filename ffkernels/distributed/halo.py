@@ -116,13 +116,16 @@ class HaloExchange:
         return out
 
     def gcn_deg_inv_sqrt(self, edge_weight: torch.Tensor) -> torch.Tensor:
-        """GCN's ``(1 + weighted in-degree) ** -0.5`` of every local node for ``edge_weight``
+        """GCN's ``D ** -0.5`` (PyG's weighted degree) of every local node for ``edge_weight``
         (``[e_k]``, local CSR order), for :func:`local_aggregate` with weights the partition
         does not store. Collective (one exchange); owned degrees are summed locally."""
         part = self.partition
         graph = part.local_graph(edge_weight.device)
-        deg = torch.ones(part.num_owned, dtype=torch.float32, device=edge_weight.device)
-        deg.index_add_(0, graph.row.to(torch.int64), edge_weight.to(torch.float32))
+        if part.gcn_uses_loop_graph:  # PyG: an owned node's self loops (local edges) become one
+            deg = graph.self_loop_structure().degree(edge_weight.to(torch.float32), torch.float32)[:part.num_owned]
+        else:
+            deg = torch.ones(part.num_owned, dtype=torch.float32, device=edge_weight.device)
+            deg.index_add_(0, graph.row.to(torch.int64), edge_weight.to(torch.float32))
         owned = torch.where(deg > 0, deg.rsqrt(), torch.zeros_like(deg))
         return torch.cat([owned, self.exchange(owned)])
 
@@ -153,12 +156,12 @@ def local_aggregate(partition: Partition, x_local: torch.Tensor, reduce: str = "
         x_local: ``[num_local, D]`` = ``cat(owned rows, halo rows)`` (e.g.
             :meth:`HaloExchange.with_halo`).
         reduce: ``sum``, ``mean`` (divided by the global in-degree; every in-edge of an owned
-            node is local), ``max`` or ``gcn`` (global ``(in-degree + 1) ** -0.5`` factors of
-            owned and halo nodes).
+            node is local), ``max`` or ``gcn`` (global GCN factors of owned and halo nodes;
+            PyG's normalisation: an owned node's self loops, all local edges, are replaced by
+            one, as in single-process :func:`ffkernels.ops.aggregate`).
         edge_weight: optional ``[e_k]`` weights in the local CSR order (``partition.edge_weight``
-            is the dataset's). With ``gcn`` the degrees become ``1 + sum of incoming weights``:
-            for the partition's own weights they are stored in the part file; for other weights
-            pass ``deg_inv_sqrt``.
+            is the dataset's). With ``gcn`` the degrees become weighted: for the partition's own
+            weights they are stored in the part file; for other weights pass ``deg_inv_sqrt``.
         deg_inv_sqrt: optional ``[num_local]`` GCN factors overriding the stored ones (see
             :meth:`HaloExchange.gcn_deg_inv_sqrt`); ``gcn`` only.
         backend: as in :func:`ffkernels.ops.aggregate`.
@@ -176,13 +179,18 @@ def local_aggregate(partition: Partition, x_local: torch.Tensor, reduce: str = "
     n_k = partition.num_owned
     if deg_inv_sqrt is not None and reduce != "gcn":
         raise ValueError("deg_inv_sqrt is only used with reduce='gcn'")
-    if reduce == "gcn" and (edge_weight is not None or deg_inv_sqrt is not None):
-        if deg_inv_sqrt is None:
+    if reduce == "gcn":
+        partition.check_self_loop_semantics()
+    loop_graph = reduce == "gcn" and partition.gcn_uses_loop_graph
+    if reduce == "gcn" and (edge_weight is not None or deg_inv_sqrt is not None or loop_graph):
+        if deg_inv_sqrt is None and edge_weight is not None:
             if partition.weighted_deg_inv_sqrt is None or not _same_weights(edge_weight, partition.edge_weight):
                 raise ValueError("local_aggregate(reduce='gcn', edge_weight=...) with weights other than the "
                                  "partition's own needs the weighted degrees of the halo nodes: pass "
                                  "deg_inv_sqrt=HaloExchange.gcn_deg_inv_sqrt(edge_weight)")
             deg_inv_sqrt = partition.weighted_deg_inv_sqrt
+        elif deg_inv_sqrt is None:
+            deg_inv_sqrt = graph.deg_inv_sqrt  # the unweighted global factors
         _check_rows("deg_inv_sqrt", deg_inv_sqrt, partition.num_local, "one per local node")
         # ops.aggregate would derive the weighted degrees from the local edges only (wrong for
         # halo nodes): validate like it does, then call the backend with the global factors.
@@ -198,8 +206,13 @@ def local_aggregate(partition: Partition, x_local: torch.Tensor, reduce: str = "
         if not x_local.is_floating_point() or x_local.dim() != 2:
             raise ValueError(f"x_local must be a 2-D float tensor, got {x_local.dtype} {tuple(x_local.shape)}")
         impl = _resolve_backend("aggregate", backend, x_local.device, x_local.dtype)
-        out = impl.aggregate(graph.rowptr, graph.col, x_local.contiguous(), edge_weight, "gcn",
-                             deg_inv_sqrt.to(x_local.device, acc).contiguous())
+        scale = deg_inv_sqrt.to(x_local.device, acc).contiguous()
+        if loop_graph:  # the graph has self loops: PyG's loop graph (as ops.aggregate), global factors
+            loops = graph.self_loop_structure()
+            values = loops.edge_values(scale, edge_weight, acc)
+            out = impl.aggregate(loops.graph.rowptr, loops.graph.col, x_local.contiguous(), values, "sum", None)
+        else:
+            out = impl.aggregate(graph.rowptr, graph.col, x_local.contiguous(), edge_weight, "gcn", scale)
         return out[:n_k]
     return ops.aggregate(graph, x_local, reduce, edge_weight, backend)[:n_k]
 

@@ -24,7 +24,7 @@ import warnings
 import numpy as np
 import torch
 
-from ..graph import Graph
+from ..graph import Graph, SelfLoops
 
 __all__ = ["partition_graph", "load_partition", "Partition", "assign_parts", "METHODS",
            "MANIFEST_FORMAT", "PART_FORMAT"]
@@ -407,6 +407,12 @@ def partition_graph(data, num_parts: int, method: str = "metis", out_dir=None, s
     if data.edge_weight is not None:
         weight_csr = data.edge_weight.index_select(0, graph.edge_perm).to(torch.float32).contiguous()
         wdeg = gcn_deg_inv_sqrt(graph, weight_csr, torch.float32)  # the single-process GCN factors
+    # PyG's GCN replaces a node's self loops by one: its GCN degree is its non-loop in-degree + 1.
+    # Stored (for owned and halo nodes) only for a graph with self loops (else it is in_degree).
+    num_self_loops = int((graph.col.to(torch.int64) == graph.row.to(torch.int64)).sum()) if graph.num_edges else 0
+    nonloop_in_degree = None
+    if num_self_loops:
+        nonloop_in_degree = in_degree - graph.self_loop_structure().loop_count
 
     # ---- owners, positions inside the owner, halos
     order = np.argsort(assign, kind="stable")  # nodes grouped by part, ids ascending in a part
@@ -489,6 +495,8 @@ def partition_graph(data, num_parts: int, method: str = "metis", out_dir=None, s
         if weight_csr is not None:
             part["edge_weight"] = weight_csr.index_select(0, torch.from_numpy(eids)).contiguous()
             part["weighted_deg_inv_sqrt"] = wdeg.index_select(0, ltensor).contiguous()
+        if nonloop_in_degree is not None:
+            part["nonloop_in_degree"] = nonloop_in_degree.index_select(0, ltensor).contiguous()
         name = f"part-{k}.pt"
         path = os.path.join(out_dir, name)
         atomic_save(part, path)
@@ -521,6 +529,7 @@ def partition_graph(data, num_parts: int, method: str = "metis", out_dir=None, s
             "num_classes": int(data.num_classes),
             "split": data.split if isinstance(data.split, (int, str)) else str(data.split),
             "weighted": data.edge_weight is not None,
+            "self_loops": num_self_loops,
         },
         "global": {
             "num_train": int(splits["train"].size),
@@ -542,7 +551,7 @@ def partition_graph(data, num_parts: int, method: str = "metis", out_dir=None, s
 # ============================================================================ reading
 _TENSOR_KEYS = ("owned", "halo", "halo_owner", "x", "y", "train_idx", "val_idx", "test_idx", "rowptr", "col",
                 "in_degree", "send_counts", "send_index", "recv_counts")
-_OPTIONAL_KEYS = ("edge_weight", "weighted_deg_inv_sqrt")
+_OPTIONAL_KEYS = ("edge_weight", "weighted_deg_inv_sqrt", "nonloop_in_degree")
 
 
 class Partition:
@@ -553,7 +562,9 @@ class Partition:
     into ``owned``), the local CSR ``rowptr`` ``[n_k + 1]`` / ``col`` ``[e_k]`` (sources in
     local ids: ``0..n_k-1`` owned, ``n_k..`` halo), ``edge_weight`` ``[e_k]`` or None,
     ``in_degree`` ``[n_k + h_k]`` (global in-degrees), ``weighted_deg_inv_sqrt`` (GCN factors
-    of the stored edge weights, or None), ``send_counts`` / ``send_index`` / ``recv_counts``;
+    of the stored edge weights, PyG's normalisation, or None), ``nonloop_in_degree`` (global
+    in-degrees without self loops; only for a graph with self loops, else None: GCN replaces a
+    node's self loops by one, as PyG's ``GCNConv``), ``send_counts`` / ``send_index`` / ``recv_counts``;
     plus ``manifest``, ``rank``, ``world_size``, ``num_owned``, ``num_halo``, ``num_local``,
     ``num_features``, ``num_classes``, ``source``, ``name``, ``global_counts``, ``directory``.
     """
@@ -624,9 +635,30 @@ class Partition:
         return str(self.manifest["dataset"]["fingerprint"])
 
     # ------------------------------------------------------------------ local graph
+    @property
+    def gcn_in_degree(self) -> torch.Tensor:
+        """``[n_k + h_k]`` int64 global in-degrees of GCN's graph minus its one self loop per node:
+        ``nonloop_in_degree`` for a graph with self loops, else ``in_degree``."""
+        return self.in_degree if self.nonloop_in_degree is None else self.nonloop_in_degree
+
+    @property
+    def gcn_uses_loop_graph(self) -> bool:
+        """Whether GCN aggregation runs on PyG's loop graph (the whole graph has self loops)."""
+        return self.nonloop_in_degree is not None or self.local_graph().has_self_loops
+
+    def check_self_loop_semantics(self) -> None:
+        """Raise when this partition was written before GCN replaced self loops (PyG's
+        normalisation) and its graph may have self loops: its GCN factors would be stale."""
+        if "self_loops" not in self.manifest["dataset"]:
+            local = self.local_graph()
+            if local.has_self_loops:
+                raise ValueError(f"partition directory {self.directory!r} was written by an older ffkernels whose "
+                                 f"GCN counted self loops twice; partition the graph again")
+
     def local_graph(self, device=None) -> Graph:
         """The local CSR as a square :class:`ffkernels.Graph` over the ``num_local`` local nodes
-        (halo rows have no incoming edges), with GCN factors from the GLOBAL in-degrees.
+        (halo rows have no incoming edges), with GCN factors from the GLOBAL in-degrees
+        (``(gcn_in_degree + 1) ** -0.5``: a node's self loops count once, as PyG's GCN).
         Built once per device and cached."""
         device = self.device if device is None else torch.device(device)
         key = str(device)
@@ -638,11 +670,15 @@ class Partition:
             index_dtype = torch.int32 if max(n_k + h_k, e_k) <= 2**31 - 1 else torch.int64
             counts = torch.cat([rowptr[1:n_k + 1] - rowptr[:n_k],
                                 torch.zeros(h_k, dtype=torch.int64, device=device)])
-            deg_inv_sqrt = (self.in_degree.to(device, torch.int64).to(torch.float32) + 1.0).rsqrt()
-            self._graphs[key] = Graph(rowptr.to(index_dtype).contiguous(),
-                                      self.col.to(device, index_dtype).contiguous(),
-                                      torch.arange(e_k, dtype=torch.int64, device=device),
-                                      n_k + h_k, in_degree=counts, deg_inv_sqrt=deg_inv_sqrt)
+            deg_inv_sqrt = (self.gcn_in_degree.to(device, torch.int64).to(torch.float32) + 1.0).rsqrt()
+            graph = Graph(rowptr.to(index_dtype).contiguous(), self.col.to(device, index_dtype).contiguous(),
+                          torch.arange(e_k, dtype=torch.int64, device=device),
+                          n_k + h_k, in_degree=counts, deg_inv_sqrt=deg_inv_sqrt)
+            if self.nonloop_in_degree is not None or graph.has_self_loops:
+                # the whole graph has self loops: GCN runs on PyG's loop graph, as single-process
+                # ops.aggregate does, with the rows in the single-process (global id) order
+                graph._topology["self_loops"] = SelfLoops(graph, torch.cat([self.owned, self.halo]).to(device))
+            self._graphs[key] = graph
         return self._graphs[key]
 
     def to(self, device) -> "Partition":
@@ -729,6 +765,8 @@ def _check_part_tensors(directory, rank, t: dict, entry: dict, manifest: dict) -
         raise bad(f"edge_weight has shape {tuple(t['edge_weight'].shape)}, expected ({e_k},)")
     if t.get("weighted_deg_inv_sqrt") is not None and tuple(t["weighted_deg_inv_sqrt"].shape) != (n_k + h_k,):
         raise bad("weighted_deg_inv_sqrt must have one entry per local node")
+    if t.get("nonloop_in_degree") is not None and tuple(t["nonloop_in_degree"].shape) != (n_k + h_k,):
+        raise bad("nonloop_in_degree must have one entry per local node")
 
 
 def load_partition(out_dir, rank: int, world_size: int, expect: dict | None = None, device="cpu") -> Partition:

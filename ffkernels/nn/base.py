@@ -108,9 +108,14 @@ class LinearLocalLayer(LocalLayer):
             nn.init.uniform_(self.bias, -bound, bound)
 
     # -- to be provided by subclasses
-    def prepare(self, x: torch.Tensor, graph=None) -> torch.Tensor:
-        """The parameter-free input transform ``[N, Din] -> [N, weight.shape[1]]``."""
+    def prepare(self, x: torch.Tensor, graph=None, edge_weight=None) -> torch.Tensor:
+        """The parameter-free input transform ``[N, Din] -> [N, weight.shape[1]]``; ``edge_weight``
+        (``[E]``, the graph's ``edge_index`` order) overrides the graph's own weights."""
         raise NotImplementedError
+
+    def _prepare(self, x, graph, edge_weight):
+        # subclasses written before edge weights take prepare(x, graph)
+        return self.prepare(x, graph) if edge_weight is None else self.prepare(x, graph, edge_weight=edge_weight)
 
     def _check_input(self, x) -> torch.Tensor:
         check_float(x, "x", ndim=2)
@@ -126,8 +131,8 @@ class LinearLocalLayer(LocalLayer):
         return torch.relu_(z)
 
     @torch.no_grad()
-    def forward(self, x: torch.Tensor, graph=None) -> torch.Tensor:
-        return self.transform(self.prepare(x, graph))
+    def forward(self, x: torch.Tensor, graph=None, edge_weight=None) -> torch.Tensor:
+        return self.transform(self._prepare(x, graph, edge_weight))
 
     # -- learning
     @torch.no_grad()
@@ -166,6 +171,8 @@ class LinearLocalLayer(LocalLayer):
         self.apply_gradients(grads)
         return StepResult(float(total), h)
 
-    def local_step(self, x: torch.Tensor, graph=None, objective: Callable | None = None, **kwargs) -> StepResult:
-        """Prepare ``x`` (normalise, aggregate) and take one local update; see :meth:`step_prepared`."""
-        return self.step_prepared(self.prepare(self._check_input(x), graph), objective, **kwargs)
+    def local_step(self, x: torch.Tensor, graph=None, objective: Callable | None = None, *,
+                   edge_weight=None, **kwargs) -> StepResult:
+        """Prepare ``x`` (normalise, aggregate with the graph's or the given ``edge_weight``) and
+        take one local update; see :meth:`step_prepared`."""
+        return self.step_prepared(self._prepare(self._check_input(x), graph, edge_weight), objective, **kwargs)

@@ -19,6 +19,12 @@ Backward, by hand, from ``dZ`` (``dloss/dh`` masked by ``h > 0``), with ``g_i = 
 
 Everything runs on CSR arrays with ``index_select`` / ``index_add_`` / ``scatter_reduce`` (no
 autograd); the tests check it against autograd in float64.
+
+Edge weights: none. Like PyG's ``GATConv`` (which has no ``edge_weight`` argument: its attention
+coefficients are the edge weights it learns), the layer does not use them, and rather than
+ignore them silently it raises ``ValueError`` for a weighted graph (a weighted
+:class:`ffkernels.Graph` or a PyG ``Data`` with ``edge_weight``) or an explicit ``edge_weight``.
+Pass ``graph.with_edge_weight(None)`` to run it on the unweighted topology on purpose.
 """
 from __future__ import annotations
 
@@ -105,7 +111,15 @@ class FFGATConv(LocalLayer):
             nn.init.zeros_(self.bias)
 
     # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _reject_weights(graph, edge_weight=None) -> None:
+        if edge_weight is not None or (isinstance(graph, Graph) and graph.edge_weight is not None):
+            raise ValueError("FFGATConv does not use edge weights (its attention coefficients replace them, as "
+                             "in PyG's GATConv, which takes no edge_weight); got a weighted graph or edge_weight="
+                             ". Pass graph.with_edge_weight(None) to use the unweighted topology on purpose")
+
     def _edges(self, graph: Graph) -> _AttentionEdges:
+        self._reject_weights(graph)
         if self._edges_cache is None or self._edges_cache[0] is not graph:
             self._edges_cache = (graph, _AttentionEdges(graph))
         return self._edges_cache[1]
@@ -116,8 +130,9 @@ class FFGATConv(LocalLayer):
             raise ValueError(f"x must have {self.in_features} columns, got shape {tuple(x.shape)}")
         return x
 
-    def prepare(self, x: torch.Tensor, graph=None) -> torch.Tensor:
+    def prepare(self, x: torch.Tensor, graph=None, edge_weight=None) -> torch.Tensor:
         """The parameter-free part: row normalisation (the attention depends on the weights)."""
+        self._reject_weights(graph, edge_weight)
         return normalize_rows(x, self.normalize)
 
     def _attention(self, xw: torch.Tensor, edges: _AttentionEdges):
@@ -155,8 +170,9 @@ class FFGATConv(LocalLayer):
         return torch.relu_(z)
 
     @torch.no_grad()
-    def forward(self, x: torch.Tensor, graph) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, graph, edge_weight=None) -> torch.Tensor:
         graph = as_graph(graph, x.shape[0])
+        self._reject_weights(graph, edge_weight)
         if x.shape[0] != graph.num_nodes:
             raise ValueError(f"x has {x.shape[0]} rows but graph has {graph.num_nodes} nodes")
         return self.transform(self.prepare(self._check_input(x), graph), graph)
@@ -221,9 +237,11 @@ class FFGATConv(LocalLayer):
         self.apply_gradients(grads)
         return StepResult(float(total), h, good)
 
-    def local_step(self, x: torch.Tensor, graph, objective: Callable | None = None, **kwargs) -> StepResult:
+    def local_step(self, x: torch.Tensor, graph, objective: Callable | None = None, *, edge_weight=None,
+                   **kwargs) -> StepResult:
         """Normalise ``x`` and take one local update; see :meth:`step_prepared`."""
         graph = as_graph(graph, x.shape[0])
+        self._reject_weights(graph, edge_weight)
         return self.step_prepared(self.prepare(self._check_input(x), graph), graph, objective, **kwargs)
 
     def extra_repr(self) -> str:

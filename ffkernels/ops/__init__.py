@@ -8,6 +8,7 @@ Autograd: :func:`aggregate` is differentiable on every backend (with respect to 
 ``edge_weight``), so it also serves backprop models. The goodness / linear-step / SF ops return
 their gradient in closed form and have no autograd formula: called with grad mode on and an
 input that requires grad, they raise ``RuntimeError`` (call them under ``torch.no_grad()``).
+:func:`linear_jvp` is itself a forward-mode derivative and has no reverse-mode formula either.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from .._validation import (check_choice, check_finite_number, check_float, check
                            check_same_device, check_tensor)
 from ..graph import Graph
 
-__all__ = ["aggregate", "goodness_loss_grad", "linear_goodness_step"]
+__all__ = ["aggregate", "goodness_loss_grad", "linear_goodness_step", "linear_jvp", "linear_jvp_kernel"]
 
 AGGREGATE_REDUCES = ("sum", "mean", "max", "gcn")
 GOODNESS_KINDS = ("sum", "mean")
@@ -43,18 +44,60 @@ def _check_graph(graph) -> Graph:
     return graph
 
 
+def _inv_sqrt(deg: torch.Tensor) -> torch.Tensor:
+    """``deg ** -0.5`` where ``deg > 0``, else 0 (no infinite or NaN gradient either)."""
+    pos = deg > 0
+    return torch.where(pos, torch.where(pos, deg, torch.ones_like(deg)).rsqrt(), torch.zeros_like(deg))
+
+
 def gcn_deg_inv_sqrt(graph: Graph, edge_weight_csr: torch.Tensor | None,
                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """GCN's ``(1 + weighted in-degree) ** -0.5`` in ``dtype`` (float32, or float64 for
-    float64 features); the unweighted float32 factors are cached on the graph."""
+    """GCN's ``D ** -0.5`` in ``dtype`` (float32, or float64 for float64 features), with PyG's
+    degree (``torch_geometric.nn.conv.gcn_norm``): the weighted in-degree of the graph whose
+    self loops are replaced by one per node (weight: the node's last existing self loop's, or
+    1). Without self loops that is ``(1 + weighted in-degree) ** -0.5``. A node of degree
+    <= 0 (signed weights) gets 0. The unweighted factors are cached on the graph."""
+    if not graph.has_self_loops:
+        if edge_weight_csr is None:
+            if dtype == torch.float64:
+                return (graph.in_degree.to(torch.float64) + 1.0).rsqrt()
+            return graph.deg_inv_sqrt
+        deg = torch.ones(graph.num_nodes, dtype=dtype, device=graph.device)
+        deg.index_add_(0, graph.row.to(torch.int64), edge_weight_csr.to(dtype))
+        # A negative weighted degree has no real square root: keep the node unscaled-zero.
+        return torch.where(deg > 0, deg.rsqrt(), torch.zeros_like(deg))
+    loops = graph.self_loop_structure()
     if edge_weight_csr is None:
-        if dtype == torch.float64:
-            return (graph.in_degree.to(torch.float64) + 1.0).rsqrt()
-        return graph.deg_inv_sqrt
-    deg = torch.ones(graph.num_nodes, dtype=dtype, device=graph.device)
-    deg.index_add_(0, graph.row.to(torch.int64), edge_weight_csr.to(dtype))
-    # A negative weighted degree has no real square root: keep the node unscaled-zero.
-    return torch.where(deg > 0, deg.rsqrt(), torch.zeros_like(deg))
+        if dtype == torch.float32:
+            return loops.deg_inv_sqrt
+        return loops.degree(None, dtype).rsqrt()  # >= 1: every node keeps one self loop
+    return _inv_sqrt(loops.degree(edge_weight_csr, dtype))
+
+
+def gcn_edge_norm(graph: Graph, edge_weight_csr: torch.Tensor | None, dtype: torch.dtype = torch.float32):
+    """PyG's normalised GCN operator of ``graph`` as ``(loop_graph, norm)``: ``loop_graph`` the
+    :class:`~ffkernels.graph.Graph` of the non-loop edges plus one self loop per node, ``norm``
+    ``[E']`` its edge values ``d_i^-1/2 w_ij d_j^-1/2`` in CSR order (``gcn_norm``'s output), so
+    that ``gcn(x) = sum(loop_graph, x, norm)``. Differentiable in ``edge_weight_csr``; the
+    unweighted float32 values are precomputed with the graph."""
+    loops = graph.self_loop_structure()
+    if edge_weight_csr is None and dtype == torch.float32:
+        return loops.graph, loops.norm
+    return loops.graph, loops.edge_values(gcn_deg_inv_sqrt(graph, edge_weight_csr, dtype), edge_weight_csr, dtype)
+
+
+def _resolve_weight(graph: Graph, edge_weight, acc_dtype):
+    """The ``[E]`` CSR-order weights of a call (explicit ones win over the graph's), or None."""
+    if edge_weight is not None:
+        check_float(edge_weight, "edge_weight", ndim=1)
+        if edge_weight.numel() != graph.num_edges:
+            raise ValueError(f"edge_weight has {edge_weight.numel()} entries but graph has "
+                             f"{graph.num_edges} edges")
+        check_same_device("edge_weight", edge_weight, graph.device, "graph")
+        return edge_weight.index_select(0, graph.edge_perm).to(acc_dtype).contiguous()
+    if graph.edge_weight is not None:
+        return graph.edge_weight.to(acc_dtype).contiguous()
+    return None
 
 
 def aggregate(graph: Graph, x: torch.Tensor, reduce: str = "sum", edge_weight: torch.Tensor | None = None,
@@ -65,11 +108,20 @@ def aggregate(graph: Graph, x: torch.Tensor, reduce: str = "sum", edge_weight: t
         graph: the graph (CSR by destination).
         x: ``[N, F]`` node features, float32/float16/bfloat16 (float64 on reference and cpu);
             any strides.
-        reduce: ``sum`` (``sum_j w_ij x_j``), ``mean`` (sum / in-degree, 0 for isolated
-            nodes), ``max`` (elementwise max, 0 for isolated nodes) or ``gcn``
-            (``D^-1/2 (A + I) D^-1/2 x``, D = in-degree + 1, self loop applied on the fly).
+        reduce: ``sum`` (``sum_j w_ij x_j``), ``mean`` (``sum_j w_ij x_j`` / in-degree, 0 for
+            isolated nodes: the mean of the weighted messages, as PyG's ``aggr="mean"``),
+            ``max`` (elementwise max of ``w_ij x_j``, 0 for isolated nodes) or ``gcn``: PyG's
+            ``GCNConv`` propagation ``D^-1/2 (A' + I') D^-1/2 x`` where the graph's self loops
+            are replaced by one per node (weight: the node's last existing self loop's weight, 1
+            if it has none or the graph is unweighted) and ``D`` is the weighted in-degree
+            including that loop. For a graph without self loops this is ``D^-1/2 (A + I)
+            D^-1/2 x`` with ``D = 1 + weighted in-degree``, the self loop applied on the fly by
+            the fused kernel; a graph with self loops runs the weighted ``sum`` kernel on a
+            cached copy with one loop per node and precomputed edge values. Duplicate edges
+            are multi-edges in every reduce.
         edge_weight: optional ``[E]`` weights in the order of the ``edge_index`` the graph was
-            built from; with ``gcn`` the degree becomes ``1 + sum of incoming weights``.
+            built from; default: the graph's own :attr:`~ffkernels.Graph.edge_weight` (None for
+            an unweighted graph).
         backend: force ``reference``, ``cpu``, ``triton`` or ``cuda``; default: the fastest
             usable one for ``x``'s device.
         out: optional contiguous ``[N, F]`` buffer of ``x``'s dtype (not ``x``'s memory) that
@@ -87,22 +139,19 @@ def aggregate(graph: Graph, x: torch.Tensor, reduce: str = "sum", edge_weight: t
     if x.shape[0] != graph.num_nodes:
         raise ValueError(f"x has {x.shape[0]} rows but graph has {graph.num_nodes} nodes")
     check_same_device("x", x, graph.device, "graph")
-    weight_csr = None
-    if edge_weight is not None:
-        check_float(edge_weight, "edge_weight", ndim=1)
-        if edge_weight.numel() != graph.num_edges:
-            raise ValueError(f"edge_weight has {edge_weight.numel()} entries but graph has "
-                             f"{graph.num_edges} edges")
-        check_same_device("edge_weight", edge_weight, graph.device, "graph")
-        weight_csr = edge_weight.index_select(0, graph.edge_perm).to(
-            torch.float64 if x.dtype == torch.float64 else torch.float32).contiguous()
-    impl = _backends.resolve("aggregate", backend, x.device, x.dtype)
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    weight_csr = _resolve_weight(graph, edge_weight, acc_dtype)
+    impl = _backends.resolve("aggregate", backend, x.device, x.dtype)
     if out is not None:
-        if torch.is_grad_enabled() and (x.requires_grad or (edge_weight is not None and edge_weight.requires_grad)):
+        if torch.is_grad_enabled() and (x.requires_grad or (weight_csr is not None and weight_csr.requires_grad)):
             raise RuntimeError("aggregate(out=...) does not support autograd (like torch's out= arguments): "
                                "drop out= to differentiate, or call it under torch.no_grad()")
         out = _check_buffer(out, "out", tuple(x.shape), x.dtype, x, (x,))
+    if reduce == "gcn" and graph.has_self_loops:  # PyG's normalisation: the weighted sum on the loop graph
+        g2, norm = gcn_edge_norm(graph, weight_csr, acc_dtype)
+        if out is not None:
+            return impl.aggregate(g2.rowptr, g2.col, x.contiguous(), norm, "sum", None, out=out)
+        return impl.aggregate(g2.rowptr, g2.col, x.contiguous(), norm, "sum", None)
     scale = gcn_deg_inv_sqrt(graph, weight_csr, acc_dtype) if reduce == "gcn" else None
     if out is not None:
         return impl.aggregate(graph.rowptr, graph.col, x.contiguous(), weight_csr, reduce, scale, out=out)
@@ -237,6 +286,97 @@ def linear_goodness_step(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     h_out = _check_buffer(h_out, "h_out", shape, x.dtype, x, (x, weight))
     grad_z_out = _check_buffer(grad_z_out, "grad_z_out", shape, acc, x, (x, weight, h_out))
     return impl.linear_goodness_step(*args, h_out=h_out, grad_z_out=grad_z_out)
+
+
+def linear_jvp_kernel(x, dx, weight, tangent_weight, bias=None, tangent_bias=None, backend: str | None = None):
+    """The unchecked core of :func:`linear_jvp` (trainers validate their shapes once, not on
+    every step): dispatch only; the op's own backend falls back to the reference when
+    ``FFKERNELS_BACKEND`` names a backend without it."""
+    try:
+        impl = _backends.resolve("linear_jvp", backend, x.device, x.dtype)
+    except ValueError:
+        if backend is not None:
+            raise
+        impl = _backends.reference
+    return impl.linear_jvp(x, dx, weight, tangent_weight, bias, tangent_bias)
+
+
+def _check_like(value, name, like, like_name):
+    check_float(value, name, ndim=like.dim())
+    if tuple(value.shape) != tuple(like.shape):
+        raise ValueError(f"{name} must have the shape of {like_name} {list(like.shape)}, got {tuple(value.shape)}")
+    if value.dtype != like.dtype:
+        raise TypeError(f"{name} dtype {value.dtype} does not match {like_name} dtype {like.dtype}")
+    check_same_device(name, value, like.device, like_name)
+
+
+def linear_jvp(x: torch.Tensor, dx: torch.Tensor | None, weight: torch.Tensor, tangent_weight: torch.Tensor | None,
+               bias: torch.Tensor | None = None, tangent_bias: torch.Tensor | None = None,
+               backend: str | None = None):
+    """The dual-number linear layer: primal and tangent of ``x W^T + b`` in one call.
+
+    ``y = x W^T + b`` and ``dy = x V^T + dx W^T + db``: the forward-mode derivative (JVP) of the
+    layer along the tangent ``(dx, V, db)`` of its input and parameters. Chaining it through a
+    network (with ReLU's tangent ``dz * 1[z > 0]`` between layers) gives the network's output
+    and its directional derivative along a parameter direction in one forward pass (forward
+    gradients, ``docs/algorithms.md#fg``).
+
+    Args:
+        x: ``[N, Din]`` input (float32 / float64 / float16 / bfloat16; any strides).
+        dx: ``[N, Din]`` its tangent (x's dtype and device), or None for a zero tangent (a
+            constant input: the first layer) -- its GEMM is skipped.
+        weight: ``[Dout, Din]`` (``torch.nn.Linear`` layout), x's dtype.
+        tangent_weight: ``V`` ``[Dout, Din]``, the weight's tangent, or None (zero: a layer the
+            direction does not move) -- its GEMM is skipped.
+        bias: ``[Dout]`` or None. tangent_bias: ``db`` ``[Dout]`` or None (zero); needs ``bias``.
+        backend: ``reference``, ``cpu`` (C++: three BLAS GEMMs into the two outputs) or
+            ``triton`` (one kernel for both outputs); default: the fastest usable one.
+
+    Returns:
+        ``(y, dy)``: two contiguous ``[N, Dout]`` tensors in x's dtype (accumulated in float32,
+        float64 for float64 inputs).
+
+    Raises:
+        TypeError: a non-tensor or a wrongly typed argument (naming it).
+        ValueError: mismatched shapes or devices (naming the argument).
+        RuntimeError: grad mode on and an input requiring grad (no reverse-mode formula).
+    """
+    check_float(x, "x", ndim=2)
+    check_float(weight, "weight", ndim=2)
+    if weight.shape[1] != x.shape[1]:
+        raise ValueError(f"weight must have shape [Dout, {x.shape[1]}] to match x's {x.shape[1]} "
+                         f"columns, got {tuple(weight.shape)}")
+    if weight.dtype != x.dtype:
+        raise TypeError(f"weight dtype {weight.dtype} does not match x dtype {x.dtype}")
+    check_same_device("weight", weight, x.device, "x")
+    if dx is not None:
+        _check_like(dx, "dx", x, "x")
+    if tangent_weight is not None:
+        _check_like(tangent_weight, "tangent_weight", weight, "weight")
+    dout = weight.shape[0]
+    for name, value in (("bias", bias), ("tangent_bias", tangent_bias)):
+        if value is None:
+            continue
+        check_float(value, name, ndim=1)
+        if value.shape[0] != dout:
+            raise ValueError(f"{name} must have shape [{dout}] (weight's Dout), got {tuple(value.shape)}")
+        if value.dtype != x.dtype:
+            raise TypeError(f"{name} dtype {value.dtype} does not match x dtype {x.dtype}")
+        check_same_device(name, value, x.device, "x")
+    if tangent_bias is not None and bias is None:
+        raise ValueError("tangent_bias needs bias (a tangent of a bias the layer does not have)")
+    if torch.is_grad_enabled():
+        for name, value in (("x", x), ("dx", dx), ("weight", weight), ("tangent_weight", tangent_weight),
+                            ("bias", bias), ("tangent_bias", tangent_bias)):
+            if value is not None and value.requires_grad:
+                raise RuntimeError(f"linear_jvp: {name} requires grad, but linear_jvp has no autograd formula (it "
+                                   f"is itself a forward-mode derivative); call it under torch.no_grad() or pass "
+                                   f"{name}.detach()")
+    impl = _backends.resolve("linear_jvp", backend, x.device, x.dtype)
+
+    def c(t):
+        return None if t is None else t.contiguous()
+    return impl.linear_jvp(x.contiguous(), c(dx), weight.contiguous(), c(tangent_weight), c(bias), c(tangent_bias))
 
 
 def _check_buffer(buf, name, shape, dtype, like, others):

@@ -25,7 +25,8 @@ from .options import OptionSet
 TASKS = ("node", "link", "mlp")
 SCHEDULES = ("greedy", "simultaneous")
 #: The algorithm families, imported once by :func:`load_algorithms`.
-FAMILY_MODULES = ("forwardgnn", "topdown", "ff_graph", "bp", "link", "mlp_ff", "pepita", "dfa")
+FAMILY_MODULES = ("forwardgnn", "topdown", "ff_graph", "bp", "link", "mlp_ff", "pepita", "dfa",
+                  "forward_gradient")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class AlgorithmSpec:
         trainer: the :class:`Trainer` subclass; model: the :class:`Model` subclass.
         variant: fixed settings that distinguish this name from its family's other names
             (e.g. ``ff-hard``'s hard negatives), passed to both classes.
+        edge_weights: whether its graph layers use a dataset's ``edge_weight``; a graph
+            algorithm that does not refuses a weighted dataset rather than ignore the weights.
     """
     name: str
     task: str
@@ -54,6 +57,7 @@ class AlgorithmSpec:
     trainer: type
     model: type
     variant: dict = field(default_factory=dict)
+    edge_weights: bool = False
 
 
 ALGORITHMS: dict = {}
@@ -101,6 +105,11 @@ class Trainer:
     """
 
     def __init__(self, spec: AlgorithmSpec, options: dict, data, model: Model):
+        if spec.task != "mlp" and not spec.edge_weights and getattr(data, "edge_weight", None) is not None:
+            raise ValueError(f"{spec.name} does not use edge weights and the dataset "
+                             f"{getattr(data, 'name', '?')!r} has edge_weight: use an algorithm that does "
+                             f"({', '.join(n for n, s in ALGORITHMS.items() if s.edge_weights)}), or drop the "
+                             f"weights (Dataset.edge_weight = None)")
         self.spec, self.options, self.data, self.model = spec, options, data, model
 
     num_stages = 1
@@ -144,6 +153,11 @@ class Trainer:
     #: Whether this process reports progress and writes the log (distributed runs: rank 0).
     is_main_process = True
 
+    def probe(self, stage: int):
+        """The test metric of the current state (time-to-accuracy benchmarks; ``RunSettings.probe``),
+        or None when the algorithm does not provide one."""
+        return None
+
     def any_process(self, flag: bool) -> bool:
         """True when ``flag`` is True on any process of the run (Ctrl-C reaches the ranks at
         different moments; they must stop at the same epoch)."""
@@ -161,7 +175,7 @@ class Trainer:
 
 
 def register(name: str, *, task: str, models, description: str, schedule: str, model: type, options=(),
-             defaults: dict | None = None, variant: dict | None = None):
+             defaults: dict | None = None, variant: dict | None = None, edge_weights: bool = False):
     """Class decorator on a :class:`Trainer`: register it as algorithm ``name``.
 
     Stack it to register one family under several names (``variant`` tells them apart).
@@ -174,7 +188,7 @@ def register(name: str, *, task: str, models, description: str, schedule: str, m
     def wrap(trainer):
         ALGORITHMS[name] = AlgorithmSpec(name, task, tuple(models), description, schedule,
                                          OptionSet(name, tuple(options), dict(defaults or {}), tuple(models)), trainer, model,
-                                         dict(variant or {}))
+                                         dict(variant or {}), edge_weights)
         return trainer
     return wrap
 

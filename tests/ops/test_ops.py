@@ -42,7 +42,8 @@ def test_aggregate_non_contiguous_x(backend, device, layout):
     x = features(g.num_nodes, 33, device=device, layout=layout)
     assert not x.is_contiguous()
     for reduce in REDUCES:
-        expected = reference.aggregate(g.rowptr, g.col, x.contiguous(), None, reduce, g.deg_inv_sqrt)
+        # (the op on the reference backend: a graph with self loops gets PyG's GCN normalisation)
+        expected = ops.aggregate(g, x.contiguous(), reduce, backend="reference")
         assert_close(ops.aggregate(g, x, reduce, backend=backend), expected, torch.float32)
 
 
@@ -81,16 +82,23 @@ def test_aggregate_values_by_hand():
         assert ops.aggregate(g, x, "sum", w, backend=name).flatten().tolist() == [0, 231, 0]
         assert ops.aggregate(g, x, "mean", backend=name).flatten().tolist() == [0, 37, 0]
         assert ops.aggregate(g, x, "max", w, backend=name).flatten().tolist() == [0, 200, 0]
+        # gcn, PyG's GCNConv normalisation: the self loop 1->1 is kept as node 1's one self loop
+        # (not doubled), so D = [1, 3, 1]; with weights its weight 3 stays: D = [1, 1 + 2 + 3, 1]
         gcn = ops.aggregate(g, x, "gcn", backend=name).flatten()
-        s = torch.tensor([1.0, 0.5, 1.0])  # (in_degree + 1) ** -0.5
-        exp = torch.tensor([1.0, 0.5 * (1 * 1 + 100 * 1 + 10 * 0.5 + 0.5 * 10), 100.0])
+        exp = torch.tensor([1.0, (1 * 1 + 1 * 100) / 3 ** 0.5 + 10 / 3, 100.0])
         torch.testing.assert_close(gcn, exp)
+        gcn_w = ops.aggregate(g, x, "gcn", w, backend=name).flatten()
+        exp_w = torch.tensor([1.0, (1 * 1 + 2 * 100) / 6 ** 0.5 + 3 * 10 / 6, 100.0])
+        torch.testing.assert_close(gcn_w, exp_w)
 
 
 def test_aggregate_gcn_equals_dense_formula():
+    """PyG's GCN on a graph with duplicate edges and self loops: multi-edges add up, each node's
+    self loops are replaced by one of weight 1 (tests/nn/test_edge_weights.py: against GCNConv)."""
     g = make_graph("dup_self")
     x = features(g.num_nodes, 5, dtype=torch.float64)
-    a = g.to_torch_sparse_csr(dtype=torch.float64).to_dense() + torch.eye(g.num_nodes, dtype=torch.float64)
+    a = g.to_torch_sparse_csr(dtype=torch.float64).to_dense()
+    a.fill_diagonal_(1.0)
     d = a.sum(1).rsqrt()
     expected = d[:, None] * a * d[None, :] @ x
     torch.testing.assert_close(ops.aggregate(g, x, "gcn", backend="reference"), expected)
