@@ -7,6 +7,10 @@ GEMM, no sparse op per step); the first layer's sparse input stays in a sparse +
 Validation needs only the validation and virtual rows of the current layer's transform.
 Inference: ``argmax sum_l softmax(H_l H_{l,V}^T / tau)`` on the graph where the training nodes
 are linked to their class's virtual node.
+
+Edge weights: a dataset's ``edge_weight`` is carried by the virtual-node graph (the virtual links
+weigh 1), so GCN (PyG's ``GCNConv`` normalisation) and SAGE (the weighted mean) layers use it in
+training and inference alike; GAT does not use edge weights and raises ``ValueError``.
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ class SFProblem:
     Attributes: ``vg`` (:class:`~ffkernels.algorithms.common.VirtualGraph`), ``train_idx``, ``y_train``,
     ``val_idx``, ``test_idx``, ``num_classes``, ``step_rows`` = ``cat(train_idx, virtual_idx)``,
     ``val_rows`` = ``cat(val_idx, virtual_idx)`` and the local index sets into those gathers.
+    ``data.edge_weight`` (if any) weighs the original edges of ``vg.graph``; the virtual links weigh 1.
     """
 
     def __init__(self, data, virtual_features: torch.Tensor):
@@ -50,7 +55,8 @@ class SFProblem:
             raise ValueError(f"dataset {data.name!r}: every training node needs a label (SF links it to its "
                              f"class's virtual node); found label -1 in train_idx")
         self.vg = augment_with_virtual_nodes(data.x, data.edge_index, data.train_idx, self.y_train,
-                                             data.num_classes, virtual_features=virtual_features)
+                                             data.num_classes, virtual_features=virtual_features,
+                                             edge_weight=getattr(data, "edge_weight", None))
         self.virtual_idx = self.vg.virtual_idx
         n_train, c = self.train_idx.numel(), self.num_classes
         self.step_rows = torch.cat([self.train_idx, self.virtual_idx])
@@ -66,18 +72,66 @@ class SFProblem:
         return torch.softmax(ops.sf_logits(h, self.virtual_idx, tau, None)[: self.num_real], dim=1)
 
 
+class _CSR:
+    """A rectangular ``[R, F]`` CSR matrix multiplied by the library's own aggregation kernel.
+
+    ``aggregate(sum)`` with per-edge weights is a CSR x dense product over a square structure:
+    the matrix is padded to ``max(R, F)`` empty rows, so ``S @ X`` (``X`` ``[F, D]``) and, with
+    the transposed structure built once, ``S^T @ Y`` (``Y`` ``[R, D]``) run on the compiled
+    kernels of the tensors' device (1.9x ``torch.sparse`` CSR on Cora-ML's first layer, one
+    thread). The transpose's values are a permutation of ``S``'s, kept, so a copy of ``S`` with
+    other values (dropout) needs no conversion.
+    """
+
+    def __init__(self, csr: torch.Tensor):
+        from .. import backends
+        rows, cols = csr.shape
+        self.shape, self.size = (rows, cols), max(rows, cols)
+        index = torch.int32 if max(self.size, csr.values().numel()) < 2 ** 31 else torch.int64
+        crow, col = csr.crow_indices(), csr.col_indices()
+        self.values = csr.values().contiguous()
+        self.rowptr = torch.cat([crow, crow[-1:].expand(self.size - rows)]).to(index).contiguous()
+        self.col = col.to(index).contiguous()
+        # the transposed structure (rows = features): a stable sort of the entries by column
+        order = torch.argsort(col, stable=True)
+        counts = torch.bincount(col, minlength=self.size)
+        self.rowptr_t = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)]).to(index).contiguous()
+        row_of = torch.repeat_interleave(torch.arange(rows, device=col.device), crow.diff())
+        self.col_t = row_of[order].to(index).contiguous()
+        self.transpose_perm = order
+        self.kernel = backends.resolve("aggregate", None, self.values.device, self.values.dtype)
+
+    def matmul(self, x: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
+        """``S @ x`` ``[R, D]`` for ``x`` ``[F, D]``."""
+        rows, cols = self.shape
+        v = self.values if values is None else values
+        if cols < self.size:
+            x = torch.cat([x, x.new_zeros(self.size - cols, x.shape[1])])
+        return self.kernel.aggregate(self.rowptr, self.col, x.contiguous(), v, "sum", None)[:rows]
+
+    def matmul_t(self, y: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
+        """``S^T @ y`` ``[F, D]`` for ``y`` ``[R, D]``."""
+        rows, cols = self.shape
+        v = (self.values if values is None else values)[self.transpose_perm]
+        if rows < self.size:
+            y = torch.cat([y, y.new_zeros(self.size - rows, y.shape[1])])
+        return self.kernel.aggregate(self.rowptr_t, self.col_t, y.contiguous(), v.contiguous(), "sum", None)[:cols]
+
+
 class RowsOperand:
     """A gathered block ``M`` ``[R, Fin]`` of a layer's prepared input, in the cheapest exact form.
 
     ``dense``: ``M`` itself. ``sparse``: ``M = S + sum_b Cm_b XV`` (per column block ``b``) where
-    ``S`` (CSR, with its transpose) is the aggregation of the real nodes' sparse features and the
+    ``S`` (a :class:`_CSR`) is the aggregation of the real nodes' sparse features and the
     rank-``C`` term carries the virtual nodes' dense random features ``XV`` ``[C, F]`` through the
     coefficients ``Cm_b`` ``[R, C]`` (the aggregation is linear in the normalised input). On
     Cora-ML's first layer ``S`` is about 8% dense, so the step costs a third of the dense GEMMs.
+    ``values`` replaces ``S``'s values (a dropped-out copy shares the structure).
     """
 
-    def __init__(self, dense=None, sparse=None, sparse_t=None, coef=None, xv=None, blocks=1):
-        self.dense, self.sparse, self.sparse_t, self.coef, self.xv, self.blocks = dense, sparse, sparse_t, coef, xv, blocks
+    def __init__(self, dense=None, sparse=None, coef=None, xv=None, blocks=1, values=None):
+        self.dense, self.sparse, self.coef, self.xv, self.blocks = dense, sparse, coef, xv, blocks
+        self.values = values
 
     @property
     def num_rows(self) -> int:
@@ -87,7 +141,7 @@ class RowsOperand:
         """``M W^T + b``."""
         if self.dense is not None:
             return torch.addmm(bias, self.dense, weight.t()) if bias is not None else self.dense @ weight.t()
-        z = self.sparse @ weight.t().contiguous()
+        z = self.sparse.matmul(weight.t(), self.values)
         f = self.xv.shape[1]
         for b in range(self.blocks):
             c = self.coef[:, b * self.xv.shape[0]:(b + 1) * self.xv.shape[0]]
@@ -95,22 +149,6 @@ class RowsOperand:
         if bias is not None:
             z += bias
         return z
-
-    def _transpose(self):
-        if self.sparse_t is None:  # built on first use: only the step rows need it
-            with warnings.catch_warnings():  # "sparse CSR support is in beta"
-                warnings.simplefilter("ignore", UserWarning)
-                # the transpose's values are a permutation of S's: keep it, so a dropped-out
-                # copy of S gets its transpose without another conversion
-                order = torch.sparse_csr_tensor(self.sparse.crow_indices(), self.sparse.col_indices(),
-                                                torch.arange(self.sparse.values().numel(), dtype=torch.float64,
-                                                             device=self.sparse.device), self.sparse.shape)
-                order_t = order.t().to_sparse_csr()
-                self.transpose_perm = order_t.values().to(torch.int64)
-                self.sparse_t = torch.sparse_csr_tensor(order_t.crow_indices(), order_t.col_indices(),
-                                                        self.sparse.values()[self.transpose_perm],
-                                                        order_t.shape)
-        return self.sparse_t
 
     def dropped(self, rows: int, p: float, generator: torch.Generator) -> "RowsOperand":
         """A copy with inverted dropout (probability ``p``) on the entries of its first ``rows``
@@ -122,25 +160,17 @@ class RowsOperand:
             block = self.dense[:rows]
             keep = torch.rand(block.shape, generator=generator, device=block.device) >= p
             return RowsOperand(dense=torch.cat([block * keep * scale, self.dense[rows:]]))
-        sparse_t = self._transpose()
-        values = self.sparse.values()
-        end = int(self.sparse.crow_indices()[rows])
-        factor = torch.ones_like(values)
-        factor[:end] = (torch.rand(end, generator=generator, device=values.device) >= p).to(values.dtype) * scale
-        kept = values * factor
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            sparse = torch.sparse_csr_tensor(self.sparse.crow_indices(), self.sparse.col_indices(), kept,
-                                             self.sparse.shape)
-            transposed = torch.sparse_csr_tensor(sparse_t.crow_indices(), sparse_t.col_indices(),
-                                                 kept[self.transpose_perm], sparse_t.shape)
-        return RowsOperand(sparse=sparse, sparse_t=transposed, coef=self.coef, xv=self.xv, blocks=self.blocks)
+        values = self.sparse.values
+        end = int(self.sparse.rowptr[rows])
+        kept = values.clone()
+        kept[:end] *= (torch.rand(end, generator=generator, device=values.device) >= p).to(values.dtype) * scale
+        return RowsOperand(sparse=self.sparse, coef=self.coef, xv=self.xv, blocks=self.blocks, values=kept)
 
     def grad_weight(self, grad_z: torch.Tensor) -> torch.Tensor:
         """``grad_z^T M`` ``[Dout, Fin]``."""
         if self.dense is not None:
             return grad_z.t() @ self.dense
-        gw = (self._transpose() @ grad_z).t().contiguous()
+        gw = self.sparse.matmul_t(grad_z, self.values).t().contiguous()
         f, c = self.xv.shape[1], self.xv.shape[0]
         for b in range(self.blocks):
             gw[:, b * f:(b + 1) * f].addmm_(grad_z.t() @ self.coef[:, b * c:(b + 1) * c], self.xv)
@@ -200,7 +230,7 @@ def make_row_operands(layer, h_in: torch.Tensor, problem: "SFProblem", row_sets,
                 sparse_rows = [s_full.index_select(0, rows).to_sparse_csr() for rows in row_sets_sparse]
             del s_full
             for rows, csr in zip(row_sets_sparse, sparse_rows):
-                out.append(RowsOperand(sparse=csr,
+                out.append(RowsOperand(sparse=_CSR(csr),
                                        coef=coef_full.index_select(0, rows).contiguous(), xv=xv, blocks=blocks))
             return out
         del s_full
@@ -301,8 +331,21 @@ class _GATStepper:
         return self.layer.transform(self.full, self.problem.vg.graph)
 
 
+def check_gat_unweighted(algo: str, model: str, data) -> None:
+    """Raise a clear ``ValueError`` when ``model`` is GAT and ``data`` has edge weights (GAT does
+    not use them; ignoring them silently would train another model than the user asked for)."""
+    if model == "gat" and getattr(data, "edge_weight", None) is not None:
+        raise ValueError(f"{algo} with model='gat': GAT does not use edge weights (its attention replaces them, "
+                         f"as in PyG's GATConv), and dataset {getattr(data, 'name', '?')!r} has edge_weight; use "
+                         f"model='gcn' or 'sage', or drop the weights (Dataset.edge_weight = None)")
+
+
 def _stepper(layer, h_in, problem, tau, consume_input=False, dropout=0.0, input_dropout=0.0, generator=None):
     if isinstance(layer, FFGATConv):
+        if problem.vg.graph.is_weighted:
+            raise ValueError("sf with model='gat': GAT does not use edge weights (its attention replaces them, as "
+                             "in PyG's GATConv), and the data has edge_weight; use model='gcn' or 'sage', or drop "
+                             "the weights (Dataset.edge_weight = None)")
         return _GATStepper(layer, layer.prepare(h_in, problem.vg.graph), problem, tau, dropout, input_dropout,
                            generator)
     return _LinearStepper(layer, h_in, problem, tau, consume_input, dropout, input_dropout, generator)
@@ -369,7 +412,7 @@ SELECT_LAYERS = Option("select_layers", bool, True, "inference sums only the fir
 
 
 @register("sf", task="node", models=SF_MODELS, schedule="greedy", model=SFModel, defaults=GREEDY_SF_DEFAULTS,
-          description="single-forward with virtual nodes, greedy layer-wise (ForwardGNN)",
+          edge_weights=True, description="single-forward with virtual nodes, greedy layer-wise (ForwardGNN)",
           options=(TAU, choice("val_mode", "cumulative", ("cumulative", "layer"),
                                     "a layer's early stopping scores the summed softmax of the layers so far "
                                     "(cumulative, as inference) or its own (layer)"),
@@ -379,6 +422,7 @@ class GreedySFTrainer(Trainer):
 
     def __init__(self, spec, options, data, model):
         super().__init__(spec, options, data, model)
+        check_gat_unweighted(spec.name, options["model"], data)
         self.problem = SFProblem(data, model.virtual_features.to(data.x.dtype))
         self.num_stages = len(model.layers)
         self.tau = options["tau"]
@@ -445,5 +489,5 @@ class GreedySFTrainer(Trainer):
                  ("train_accuracy", self.problem.train_idx))}
 
 
-__all__ = ["SFModel", "GreedySFTrainer", "SFProblem", "RowsOperand", "make_row_operands", "SF_MODELS",
-           "SF_DEFAULTS", "TAU"]
+__all__ = ["SFModel", "GreedySFTrainer", "SFProblem", "RowsOperand", "make_row_operands", "check_gat_unweighted",
+           "SF_MODELS", "SF_DEFAULTS", "TAU"]

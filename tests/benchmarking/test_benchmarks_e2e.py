@@ -57,7 +57,8 @@ def test_sf_one_step_gradients_match_fused_runner():
     autograd of the eager baseline's SF loss on the same weights and augmented graph."""
     from ffkernels.testing import build_trainer
     data = _tiny_graph_dataset()
-    trainer = build_trainer("sf", data, layers=1, hidden=8, seed=3)
+    # no dropout: the eager loss below sees the undropped graph and features
+    trainer = build_trainer("sf", data, layers=1, hidden=8, seed=3, dropout=0.0, input_dropout=0.0)
     layer = trainer.model.layers[0].double()
     trainer.problem.vg.x = trainer.problem.vg.x.double()
     layer.set_optimizer(lambda params: torch.optim.SGD(params, lr=1.0))
