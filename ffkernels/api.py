@@ -161,7 +161,7 @@ def load_model(path, device=None) -> Trained:
 def fit(data="cora_ml", algo: str = "sf", model: str | None = None, layers: int | None = None,
         hidden: int | None = None, *, split: int = 0, device="cpu", save=None, save_every: int | None = None,
         resume=None, stop_after_epochs: int | None = None, progress: bool = True, log=None, tensorboard=None,
-        distributed=None, **options) -> Trained:
+        probe: bool = False, distributed=None, **options) -> Trained:
     """Train ``algo`` on ``data`` and return the :class:`Trained` model.
 
     Args:
@@ -175,6 +175,10 @@ def fit(data="cora_ml", algo: str = "sf", model: str | None = None, layers: int 
         save, save_every, resume, stop_after_epochs: checkpoints (see ``docs/api.md``).
         progress: progress bars and stage summaries on stderr.
         log: append one JSON line per epoch to this file; tensorboard: a TensorBoard directory.
+        probe: after every validation also record the test accuracy of the current state in
+            ``Trained.history`` (``probe``, with ``elapsed``: training seconds so far, the
+            probes' own time excluded), for time-to-accuracy measurements; an algorithm without
+            a probe is a ``ValueError``.
         distributed: run as one rank of a ``torch.distributed`` job (launched by ``torchrun`` or
             ``ffkernels train --nproc``): ``True``, a mode (``"partition"``, ``"data"``,
             ``"pipeline"``) or a dict of :class:`ffkernels.distributed.DistributedSettings`
@@ -188,8 +192,12 @@ def fit(data="cora_ml", algo: str = "sf", model: str | None = None, layers: int 
     given = dict(options, model=model, layers=layers, hidden=hidden)
     resolved = resolve_run_options(algo, given)
     settings = RunSettings(save=save, save_every=save_every, resume=resume, stop_after_epochs=stop_after_epochs,
-                           progress=progress, log=log, tensorboard=tensorboard)
+                           progress=progress, log=log, tensorboard=tensorboard, probe=bool(probe))
     settings.check()
+    from .train.registry import Trainer, load_algorithms
+    if probe and spec.trainer.probe is Trainer.probe:
+        raise ValueError(f"probe=True: {algo} has no probe (the algorithms with one: "
+                         f"{', '.join(n for n, s in load_algorithms().items() if s.trainer.probe is not Trainer.probe)})")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(device)!r}: CUDA is not available here")

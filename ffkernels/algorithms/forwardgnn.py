@@ -454,6 +454,12 @@ class GreedySFTrainer(Trainer):
             probs = probs + self.probs[self.problem.val_idx]
         return accuracy(probs, self.problem.y[self.problem.val_idx])
 
+    def probe(self, stage):
+        """Test accuracy of the prediction training would give if it stopped now: the frozen
+        layers' summed class probabilities plus the current layer's."""
+        probs = self.probs + self.problem.class_probs(self.stepper.output(), self.tau)
+        return accuracy(probs, self.problem.y, self.problem.test_idx)
+
     def end_stage(self, stage):
         h = self.stepper.output()
         self.stepper = None  # frees the layer's prepared input

@@ -2,6 +2,8 @@
 
     ffkernels bench --suite e2e [--quick] [--device cpu|cuda] [--json out.json] [--plot DIR]
     ffkernels bench --suite ops [--quick] [--threads N] [--only GROUPS] [--json out.json] [--out table.md]
+    ffkernels bench --suite tta [--datasets cora_ml] [--threads 1] [--json out.json]
+    ffkernels bench --suite distributed [--quick] [--sizes N,..] [--ranks P,..] [--json out.json] [--md out.md]
 
 The e2e suite trains each configuration three ways (ffkernels' fused runner, an eager autograd
 baseline written like the published code, backpropagation), each in a fresh process, and prints
@@ -19,7 +21,7 @@ import argparse
 import json
 import sys
 
-SUITES = ("e2e", "ops")
+SUITES = ("e2e", "ops", "tta", "distributed")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ffkernels bench", description="Benchmark suites of ffkernels.")
     p.add_argument("--suite", choices=SUITES, default="e2e",
                    help="e2e: training runs fused vs eager vs backprop; ops: each op vs its baselines and the "
-                        "memory-bandwidth limit, in one process (default: e2e)")
+                        "memory-bandwidth limit, in one process; tta: time to a test-accuracy target, fused SF "
+                        "vs eager SF vs PyG GCNConv backprop; distributed: partitioned SF vs distributed "
+                        "full-graph BP over several processes (tta and distributed have their own options: "
+                        "ffkernels bench --suite tta --help) (default: e2e)")
     p.add_argument("--quick", action="store_true", help="the small subset (under 5 minutes on 2 CPU cores)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--json", metavar="PATH", help="write the records as JSON")
@@ -89,7 +94,24 @@ def _check_device(device: str) -> str | None:
     return None
 
 
+def _suite_of(argv) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--suite" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--suite="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    own = {"distributed": "distributed_suite", "tta": "time_to_accuracy"}  # suites with their own options
+    if _suite_of(argv) in own:
+        import importlib
+        suite_module = importlib.import_module(f".{own[_suite_of(argv)]}", __package__)
+        rest = [a for i, a in enumerate(argv) if a != "--suite" and not a.startswith("--suite=")
+                and not (i > 0 and argv[i - 1] == "--suite")]
+        return suite_module.main(rest)
     args = build_parser().parse_args(argv)
     if args.suite == "ops":
         return _run_ops(args)

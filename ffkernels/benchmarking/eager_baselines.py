@@ -17,7 +17,7 @@ Every runner follows the registry contract of ``ffkernels.train``:
 ``runner(config: BenchConfig, data: Dataset, progress) -> dict`` with ``val_accuracy``,
 ``test_accuracy`` and ``epochs_per_layer``.
 
-- :func:`run_sf_eager`: single-forward loss with virtual nodes, greedy (ALGORITHMS.md 1.4);
+- :func:`run_sf_eager`: single-forward loss with virtual nodes, greedy (docs/algorithms.md#sf);
 - :func:`run_ff_la_eager`: FF with label appending, greedy (1.6, loss 1.1);
 - :func:`run_ff_mlp_eager`: Hinton's supervised FF for MLPs, simultaneous (1.8);
 - :func:`run_bp_gcn` / :func:`run_bp_mlp`: backpropagation, same architecture plus a linear
@@ -160,14 +160,18 @@ def _report(progress, label, epoch, total, **metrics):
         progress(label, epoch, total, **metrics)
 
 
-def _greedy_layer(layer, opt, step, validate, config, progress, label):
-    """Train one layer to its own early stop (validate every ``val_every`` epochs)."""
+def _greedy_layer(layer, opt, step, validate, config, progress, label, on_validated=None):
+    """Train one layer to its own early stop (validate every ``val_every`` epochs; then call
+    ``on_validated(epoch)``, e.g. a time-to-accuracy probe)."""
     stopper = _Stopper(config.patience)
     epoch = 0
     for epoch in range(1, config.epochs + 1):
         loss = step()
         if epoch % config.val_every == 0:
-            if stopper.step(validate(), layer):
+            stop = stopper.step(validate(), layer)
+            if on_validated is not None:
+                on_validated(epoch)
+            if stop:
                 break
         _report(progress, label, epoch, config.epochs, loss=loss)
     if stopper.best_state is None:
@@ -177,8 +181,10 @@ def _greedy_layer(layer, opt, step, validate, config, progress, label):
 
 
 # --------------------------------------------------------------------------- SF (virtual nodes)
-def run_sf_eager(config, data, progress=None) -> dict:
-    """Greedy SF-GCN with autograd per layer (ALGORITHMS.md 1.4), the reference code's way."""
+def run_sf_eager(config, data, progress=None, probe=None) -> dict:
+    """Greedy SF-GCN with autograd per layer (docs/algorithms.md#sf), the reference code's way.
+    ``probe``: a :class:`~ffkernels.benchmarking.time_to_accuracy.ProbeClock` that records the
+    test accuracy of the layers so far after every validation."""
     if config.model != "gcn":
         raise ValueError("the eager SF baseline implements model='gcn'")
     seed_everything(config.seed)
@@ -215,8 +221,13 @@ def run_sf_eager(config, data, progress=None) -> dict:
             opt.step()
             return loss.item()
 
+        on_validated = None
+        if probe is not None:
+            done = sum(epochs_per_layer)
+            on_validated = lambda epoch, stack=layers + [layer]: probe.record(  # noqa: E731
+                lambda: predict(stack, data.test_idx), done + epoch)
         epochs, _ = _greedy_layer(layer, opt, step, lambda: predict(layers + [layer], data.val_idx), config,
-                                  progress, f"eager-sf layer {depth + 1}")
+                                  progress, f"eager-sf layer {depth + 1}", on_validated)
         epochs_per_layer.append(epochs)
         layers.append(layer)
         with torch.no_grad():
@@ -228,7 +239,7 @@ def run_sf_eager(config, data, progress=None) -> dict:
 # --------------------------------------------------------------------------- FF label appending
 def label_append_inputs(x: torch.Tensor, y: torch.Tensor, train_idx: torch.Tensor, num_classes: int,
                         seed: int = 0):
-    """FF-LA inputs (ALGORITHMS.md 1.6): the positive stream and ``C - 1`` negative streams.
+    """FF-LA inputs (docs/algorithms.md#ff-la): the positive stream and ``C - 1`` negative streams.
 
     Positive: ``x || onehot(y)`` for training nodes, ``x || 1/C`` for the others. Negative copy
     ``k``: training node ``i`` appends its ``k``-th wrong class (a per-node permutation of the
@@ -308,7 +319,7 @@ def run_ff_la_eager(config, data, progress=None) -> dict:
 
 # --------------------------------------------------------------------------- Hinton FF (MLP)
 def run_ff_mlp_eager(config, data, progress=None) -> dict:
-    """Hinton's supervised FF (ALGORITHMS.md 1.8): all layers step on every mini-batch.
+    """Hinton's supervised FF (docs/algorithms.md#ff): all layers step on every mini-batch.
 
     Label one-hot prepended (``with_label``), uniform wrong-label negatives redrawn per batch,
     rms input normalisation, summed goodness, ``theta = hidden``; goodness-mode inference with

@@ -101,6 +101,9 @@ class RunSettings:
         progress: progress bars and stage summaries on stderr.
         log: append one JSON line per epoch to this file.
         tensorboard: write loss / validation scalars to this TensorBoard directory.
+        probe: after every validation also record ``trainer.probe(stage)`` (the test metric of
+            the current state, for time-to-accuracy benchmarks) as ``probe`` in the history; its
+            time is excluded from the history's ``elapsed`` (training seconds since the start).
     """
     save: str | None = None
     save_every: int | None = None
@@ -109,6 +112,7 @@ class RunSettings:
     progress: bool = True
     log: str | None = None
     tensorboard: str | None = None
+    probe: bool = False
 
     def check(self) -> None:
         """Everything that can be checked before any work, each error naming the setting."""
@@ -257,6 +261,7 @@ class _Run:
         self.total_epochs = ckpt["position"]["total_epochs"] if ckpt else 0
         self.log = EpochLog(self.history, settings.log if main else None, settings.tensorboard if main else None)
         self.fingerprint = data.fingerprint()
+        self.clock_start, self.probe_seconds = time.perf_counter(), 0.0
 
     def _save(self, stage, epoch, stage_done, stopper=None, done=False) -> None:
         trainer = self.trainer
@@ -345,9 +350,14 @@ class _Run:
                 score = float(trainer.validate(s))
                 improved, stop = stopper.step(score, module, epoch)
             best = stopper.best_score if stopper.best_state is not None else None
-            self.log.record({"stage": s, "stage_label": label, "epoch": epoch, "total_epochs": self.total_epochs,
-                             "loss": loss, "val": score, "best_val": best,
-                             "seconds": time.perf_counter() - start})
+            entry = {"stage": s, "stage_label": label, "epoch": epoch, "total_epochs": self.total_epochs,
+                     "loss": loss, "val": score, "best_val": best, "seconds": time.perf_counter() - start}
+            if settings.probe and validated:
+                probe_start = time.perf_counter()
+                entry["probe"] = trainer.probe(s)
+                self.probe_seconds += time.perf_counter() - probe_start
+            entry["elapsed"] = time.perf_counter() - self.clock_start - self.probe_seconds
+            self.log.record(entry)
             self.progress.update(loss, best)
             finished = stop or epoch >= max_epochs
             if settings.save and validated and (improved if settings.save_every is None
