@@ -94,7 +94,7 @@ def make_graph(kind: str, device="cpu", seed=0, small=False) -> Graph:
         elif kind == "isolated":
             ei = torch.stack([torch.randint(0, 30, (100,), generator=gen), torch.randint(0, 12, (100,), generator=gen)])
         elif kind == "hub":
-            hub = torch.stack([torch.randint(0, n, (700,), generator=gen), torch.full((700,), 5)])
+            hub = torch.stack([torch.randint(0, n, (300,), generator=gen), torch.full((300,), 5)])
             ei = torch.cat([hub, torch.randint(0, n, (2, 60), generator=gen)], 1)
         else:
             base = torch.randint(0, n, (2, 50), generator=gen)

@@ -62,7 +62,7 @@ def aggregate(rowptr, col, x, edge_weight, reduce, deg_inv_sqrt, out=None):
 
 
 def goodness_coefficients(goodness, positive, theta, loss, temperature, alpha, pairs):
-    """From per-row goodness ``G`` to ``(loss, dL/dG)``: ALGORITHMS.md 1.1 (ff) and 1.2 (symba)."""
+    """From per-row goodness ``G`` to ``(loss, dL/dG)``: docs/algorithms.md#losses."""
     if loss == "ff":
         s = (goodness - theta) / temperature
         pos = positive
@@ -134,7 +134,7 @@ def linear_goodness_step(x, weight, bias, positive, theta, goodness, loss, tempe
 
 
 def sf_loss_grad(h, train_idx, y_train, virtual_idx, tau):
-    """The single-forward loss (ALGORITHMS.md 1.4): ``(loss, grad_rows)`` with
+    """The single-forward loss (docs/algorithms.md#sf): ``(loss, grad_rows)`` with
     ``logits = h[train] h[V]^T / tau``, ``loss = CrossEntropy(logits, y)``, ``R = (P - Y) / (tau n)``
     and ``grad_rows = cat(R h_V, R^T h_train)`` (``[n_train + C, D]``, h's dtype)."""
     acc = _acc_dtype(h.dtype)

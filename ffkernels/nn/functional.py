@@ -13,7 +13,7 @@ def check_normalize(kind) -> None:
 
 
 def normalize_rows(x: torch.Tensor, kind: str | None = "l2", eps: float = 1e-8, inplace: bool = False) -> torch.Tensor:
-    """Row normalisation applied to every layer's input (ALGORITHMS.md section 0).
+    """Row normalisation applied to every layer's input (docs/algorithms.md#notation).
 
     ``l2``: ``x / (||x||_2 + eps)`` (ForwardGNN); ``rms``: ``x / (sqrt(mean(x^2)) + eps)``
     (Hinton); ``none``/None: ``x`` unchanged. ``inplace=True`` overwrites ``x`` (for an input

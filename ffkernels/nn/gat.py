@@ -1,6 +1,6 @@
 """Autograd-free graph attention layer (GAT, multi-head, concatenated) with a closed-form update.
 
-Forward (ALGORITHMS.md section 0), per head ``k`` with ``W_k x_j`` the head's slice of
+Forward (docs/algorithms.md#notation), per head ``k`` with ``W_k x_j`` the head's slice of
 ``x W^T`` (``x`` row-normalised):
 
 - logits ``e_ij = LeakyReLU_0.2(a_src,k . W_k x_j + a_dst,k . W_k x_i)`` on every edge ``j -> i``

@@ -195,7 +195,7 @@ def goodness_loss_grad(h: torch.Tensor, positive: torch.Tensor, theta: float = 2
 
     ``G_i = k * sum_d h_id^2`` (k = 1 for ``goodness="sum"``, 1/D for ``"mean"``).
 
-    - ``loss="ff"`` (ALGORITHMS.md 1.1): ``s_i = (G_i - theta) / temperature``,
+    - ``loss="ff"`` (docs/algorithms.md#losses): ``s_i = (G_i - theta) / temperature``,
       ``loss = mean_pos softplus(-s) + mean_neg softplus(s)`` (each mean skipped when empty).
     - ``loss="symba"`` (1.2): ``loss = mean_pairs softplus(-alpha (G_p - G_q))``; ``positive``
       is still validated but the pairing comes from ``pairs``.
@@ -399,4 +399,4 @@ def _check_buffer(buf, name, shape, dtype, like, others):
                 other.untyped_storage().data_ptr() == buf.untyped_storage().data_ptr():
             raise ValueError(f"{name} must not share memory with the op's other tensors")
     return buf
-from .sf import sf_logits, sf_loss_grad  # noqa: E402,F401  (single-forward loss, ALGORITHMS.md 1.4)
+from .sf import sf_logits, sf_loss_grad  # noqa: E402,F401  (single-forward loss, docs/algorithms.md#sf)

@@ -1,4 +1,4 @@
-"""The single-forward (SF) loss with virtual nodes and its closed-form gradient (ALGORITHMS.md 1.4).
+"""The single-forward (SF) loss with virtual nodes and its closed-form gradient (docs/algorithms.md#sf).
 
 ``logits_ic = <h_i, h_{v_c}> / tau`` for training rows ``i``; ``loss = CrossEntropy(logits, y)``.
 With ``P = softmax(logits)`` and ``R = (P - Y) / (tau * n_train)``:

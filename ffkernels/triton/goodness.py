@@ -1,4 +1,4 @@
-"""Fused goodness -> forward-forward loss -> gradient kernels (ALGORITHMS.md 1.1, 1.2).
+"""Fused goodness -> forward-forward loss -> gradient kernels (docs/algorithms.md#losses).
 
 The FF kernel reads each row of ``h`` once, computes ``G_i = k * sum_d h_id^2`` in float32,
 the logit ``s_i = (G_i - theta) / T``, the per-row loss term and the coefficient

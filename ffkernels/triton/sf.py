@@ -1,4 +1,4 @@
-"""The single-forward (SF) loss with virtual nodes in one Triton pass (ALGORITHMS.md 1.4).
+"""The single-forward (SF) loss with virtual nodes in one Triton pass (docs/algorithms.md#sf).
 
 One program owns ``BLOCK_M`` training rows. It gathers them (``train_idx``), forms their logits
 against the ``C`` virtual rows with ``tl.dot`` (``C`` padded to ``BLOCK_C``, ``D`` walked in

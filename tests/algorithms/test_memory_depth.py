@@ -1,4 +1,4 @@
-"""Greedy SF training's peak memory does not grow with depth; backprop's does (ALGORITHMS.md 3.2).
+"""Greedy SF training's peak memory does not grow with depth; backprop's does (docs/algorithms.md#invariants).
 
 Each run is a fresh process (``ffkernels.benchmarking.suite`` worker) that loads the graph,
 warms up, resets the kernel's peak-RSS counter (``/proc/self/clear_refs``) and reads ``VmHWM``
@@ -43,16 +43,15 @@ def cache(tmp_path_factory):
 
 
 def test_greedy_sf_peak_memory_flat_with_depth_while_bp_grows(cache):
-    sf1, sf2, sf16 = _peak("fused", 1), _peak("fused", 2), _peak("fused", 16)
+    sf1, sf16 = _peak("fused", 1), _peak("fused", 16)
     bp1, bp8 = _peak("bp", 1), _peak("bp", 8)
     activation = 20_000 * 128 * 4  # one N x hidden float32 tensor
     mib = lambda b: f"{b / 2**20:.1f} MiB"  # noqa: E731
-    seen = f"SF 1/2/16 layers: {mib(sf1)} / {mib(sf2)} / {mib(sf16)}; BP 1/8 layers: {mib(bp1)} / {mib(bp8)}"
+    seen = f"SF 1/16 layers: {mib(sf1)} / {mib(sf16)}; BP 1/8 layers: {mib(bp1)} / {mib(bp8)}"
     # A deeper layer consumes the cached output of the frozen layer below while building its
     # own input, so nothing accumulates: 16 layers within 1.2x of 1 layer (issue target).
     assert sf16 <= 1.2 * sf1, f"greedy SF peak grew with depth ({seen})"
-    assert sf16 <= 1.2 * sf2, f"greedy SF peak grew with depth ({seen})"
-    assert sf16 - sf2 < activation, f"greedy SF kept a tensor per layer ({seen})"
+    assert sf16 - sf1 < activation, f"greedy SF kept a tensor per layer ({seen})"
     # BP keeps every layer's activations for the backward pass: at least half an N x hidden
     # tensor more per added layer.
     assert bp8 - bp1 >= 7 * activation / 2, f"BP peak should grow with depth ({seen})"

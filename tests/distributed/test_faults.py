@@ -128,8 +128,10 @@ def test_stuck_rank_is_named_after_the_timeout(setup):
     assert TIMEOUT - 1 < named[0] - stopped_at < TIMEOUT + 10, named
 
 
-def test_torchrun_max_restarts_resumes_a_killed_run(setup):
-    ckpt, model = str(setup["root"] / "elastic.pt"), str(setup["root"] / "elastic-model.pt")
+def _elastic_run(setup, tag: str):
+    """torchrun --max-restarts with one worker SIGKILLed after the first checkpoint: (returncode,
+    stderr, path of the saved model)."""
+    ckpt, model = str(setup["root"] / f"{tag}.pt"), str(setup["root"] / f"{tag}-model.pt")
     # --max-restarts 3: the kill uses one restart; on a loaded machine gloo's join of the restarted
     # workers now and then times out (seen: 1 in 4 under a busy core), which costs another
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--max-restarts",
@@ -150,6 +152,16 @@ def test_torchrun_max_restarts_resumes_a_killed_run(setup):
     finally:
         _end(proc)
     err.thread.join(timeout=10)
-    assert proc.returncode == 0, "".join(line for _, line in err.lines)[-3000:]
+    return proc.returncode, "".join(line for _, line in err.lines), model
+
+
+def test_torchrun_max_restarts_resumes_a_killed_run(setup):
+    code, text, model = _elastic_run(setup, "elastic")
+    if code != 0 and "connectFullMesh" in text:
+        # gloo's TCP mesh of the restarted workers failed to form (a connect refused/timed out on a
+        # loaded 2-core machine, before any of our code ran in that round): one fresh try
+        code, text, model = _elastic_run(setup, "elastic-retry")
+    errors = [line for line in text.splitlines() if "Error" in line or "error" in line]
+    assert code == 0, "\n".join(errors[-30:]) + "\n...\n" + text[-3000:]
     want, got = _state(setup["reference"]), _state(model)
     assert all(torch.equal(want[k], got[k]) for k in want)

@@ -1,4 +1,4 @@
-"""Closed-form local gradients of every layer type equal autograd's (float64, ALGORITHMS.md 3.1).
+"""Closed-form local gradients of every layer type equal autograd's (float64, docs/algorithms.md#invariants).
 
 Layers: FFLinear, FFGCNConv, FFSAGEConv, FFGATConv; losses: SF (virtual nodes, 1.4) and FF (1.1).
 The oracle is written independently of the library: dense adjacency matrices, plain autograd.

@@ -1,4 +1,4 @@
-"""The compiled SF loss (ALGORITHMS.md 1.4): every backend against the reference
+"""The compiled SF loss (docs/algorithms.md#sf): every backend against the reference
 (``ffkernels.backends.reference.sf_loss_grad``), the closed form against autograd in float64,
 determinism, the raw ops' checks, and the public signatures trainers rely on."""
 from __future__ import annotations
