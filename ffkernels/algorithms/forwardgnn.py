@@ -77,29 +77,42 @@ class _CSR:
 
     ``aggregate(sum)`` with per-edge weights is a CSR x dense product over a square structure:
     the matrix is padded to ``max(R, F)`` empty rows, so ``S @ X`` (``X`` ``[F, D]``) and, with
-    the transposed structure built once, ``S^T @ Y`` (``Y`` ``[R, D]``) run on the compiled
-    kernels of the tensors' device (1.9x ``torch.sparse`` CSR on Cora-ML's first layer, one
-    thread). The transpose's values are a permutation of ``S``'s, kept, so a copy of ``S`` with
-    other values (dropout) needs no conversion.
+    the transposed structure (built on the first ``S^T`` product: only the training rows' operand
+    needs it), ``S^T @ Y`` (``Y`` ``[R, D]``) run on the compiled kernels of the tensors' device
+    (1.9x ``torch.sparse`` CSR on Cora-ML's first layer, one thread). The transpose's values are a
+    permutation of ``S``'s, so a copy of ``S`` with other values (dropout) needs no conversion.
     """
 
     def __init__(self, csr: torch.Tensor):
         from .. import backends
         rows, cols = csr.shape
         self.shape, self.size = (rows, cols), max(rows, cols)
-        index = torch.int32 if max(self.size, csr.values().numel()) < 2 ** 31 else torch.int64
+        self.index = torch.int32 if max(self.size, csr.values().numel()) < 2 ** 31 else torch.int64
         crow, col = csr.crow_indices(), csr.col_indices()
         self.values = csr.values().contiguous()
-        self.rowptr = torch.cat([crow, crow[-1:].expand(self.size - rows)]).to(index).contiguous()
-        self.col = col.to(index).contiguous()
-        # the transposed structure (rows = features): a stable sort of the entries by column
-        order = torch.argsort(col, stable=True)
-        counts = torch.bincount(col, minlength=self.size)
-        self.rowptr_t = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)]).to(index).contiguous()
-        row_of = torch.repeat_interleave(torch.arange(rows, device=col.device), crow.diff())
-        self.col_t = row_of[order].to(index).contiguous()
-        self.transpose_perm = order
+        self.rowptr = torch.cat([crow, crow[-1:].expand(self.size - rows)]).to(self.index).contiguous()
+        self.col = col.to(self.index).contiguous()
+        self._transposed = None
         self.kernel = backends.resolve("aggregate", None, self.values.device, self.values.dtype)
+
+    def transposed(self):
+        """``(rowptr_t, col_t, transpose_perm)``: the transposed structure (rows = features), a
+        stable sort of the entries by column, built once."""
+        if self._transposed is None:
+            rows = self.shape[0]
+            col = self.col.to(torch.int64)
+            order = torch.argsort(col, stable=True)
+            counts = torch.bincount(col, minlength=self.size)
+            rowptr_t = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)]).to(self.index).contiguous()
+            crow = self.rowptr[: rows + 1].to(torch.int64)
+            row_of = torch.repeat_interleave(torch.arange(rows, device=col.device, dtype=self.index), crow.diff(),
+                                             output_size=col.numel())
+            self._transposed = (rowptr_t, row_of.index_select(0, order).contiguous(), order)
+        return self._transposed
+
+    @property
+    def transpose_perm(self) -> torch.Tensor:
+        return self.transposed()[2]
 
     def matmul(self, x: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
         """``S @ x`` ``[R, D]`` for ``x`` ``[F, D]``."""
@@ -112,10 +125,11 @@ class _CSR:
     def matmul_t(self, y: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
         """``S^T @ y`` ``[F, D]`` for ``y`` ``[R, D]``."""
         rows, cols = self.shape
-        v = (self.values if values is None else values)[self.transpose_perm]
+        rowptr_t, col_t, perm = self.transposed()
+        v = (self.values if values is None else values).index_select(0, perm)
         if rows < self.size:
             y = torch.cat([y, y.new_zeros(self.size - rows, y.shape[1])])
-        return self.kernel.aggregate(self.rowptr_t, self.col_t, y.contiguous(), v.contiguous(), "sum", None)[:cols]
+        return self.kernel.aggregate(rowptr_t, col_t, y.contiguous(), v, "sum", None)[:cols]
 
 
 class RowsOperand:
@@ -193,47 +207,144 @@ def _prepare_unnormalized(layer, x, graph):
         layer.normalize = saved
 
 
+def _csr_tensor(crow, col, values, shape) -> torch.Tensor:
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, values, shape)
+
+
+def _sparse_rows(x: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """``x`` (dense ``[R, F]``, R <= num_rows) as a sparse CSR ``[num_rows, F]`` (rows past R
+    empty), built from its non-zeros without a dense temporary of its size."""
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        csr = x.to_sparse_csr()
+    crow = csr.crow_indices()
+    crow = torch.cat([crow, crow[-1:].expand(num_rows - x.shape[0])])
+    return _csr_tensor(crow, csr.col_indices(), csr.values(), (num_rows, x.shape[1]))
+
+
+def _normalize_csr(csr: torch.Tensor, kind: str | None, eps: float = 1e-8) -> torch.Tensor:
+    """``normalize_rows`` on a sparse CSR matrix (its values only): the same formula, the
+    implicit zeros add nothing to a row's norm."""
+    if kind is None or kind == "none":
+        return csr
+    crow, values = csr.crow_indices(), csr.values()
+    rows = torch.repeat_interleave(torch.arange(csr.shape[0], device=values.device), crow.diff())
+    sq = torch.zeros(csr.shape[0], dtype=values.dtype, device=values.device).index_add_(0, rows, values * values)
+    if kind == "rms":
+        sq /= csr.shape[1]
+    elif kind != "l2":
+        raise ValueError(f"normalize must be 'l2', 'rms' or None, got {kind!r}")
+    scale = sq.sqrt_().add_(eps).reciprocal_()
+    return _csr_tensor(crow, csr.col_indices(), values * scale.index_select(0, rows), csr.shape)
+
+
+def _aggregation_blocks(layer, graph, dtype) -> list:
+    """The layer's linear ``prepare`` as one sparse CSR operator ``[N, N]`` per weight block (None:
+    the identity): GCN ``[A_gcn]`` (PyG's normalisation, the graph's weights), SAGE ``[I, M]``
+    with ``M`` the (weighted) neighbour mean. None when the layer is not of that form."""
+    from ..nn import FFGCNConv, FFSAGEConv
+    from ..ops import _resolve_weight, gcn_edge_norm
+    n = graph.num_nodes
+    weight_csr = _resolve_weight(graph, None, dtype)
+    if isinstance(layer, FFGCNConv):
+        g2, norm = gcn_edge_norm(graph, weight_csr, dtype)
+        return [_csr_tensor(g2.rowptr.to(torch.int64), g2.col.to(torch.int64), norm, (n, n))]
+    if isinstance(layer, FFSAGEConv):
+        row = graph.row.to(torch.int64)
+        w = torch.ones(graph.num_edges, dtype=dtype, device=graph.device) if weight_csr is None else weight_csr
+        total = torch.zeros(n, dtype=dtype, device=graph.device).index_add_(0, row, w)
+        inv = torch.where(total != 0, 1.0 / torch.where(total != 0, total, torch.ones_like(total)),
+                          torch.zeros_like(total))
+        mean = _csr_tensor(graph.rowptr.to(torch.int64), graph.col.to(torch.int64),
+                                       (w * inv.index_select(0, row)).contiguous(), (n, n))
+        return [None, mean]
+    return None
+
+
+def _select_csr_rows(csr: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Rows ``rows`` of a sparse CSR matrix (in that order), as a sparse CSR matrix."""
+    crow, col, values = csr.crow_indices(), csr.col_indices(), csr.values()
+    start = crow.index_select(0, rows)
+    counts = crow.index_select(0, rows + 1) - start
+    new_crow = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+    total = int(new_crow[-1])
+    offset = torch.arange(total, device=col.device) - torch.repeat_interleave(new_crow[:-1], counts, output_size=total)
+    pos = torch.repeat_interleave(start, counts, output_size=total) + offset
+    return _csr_tensor(new_crow, col.index_select(0, pos), values.index_select(0, pos),
+                                   (rows.numel(), csr.shape[1]))
+
+
+def _hstack_csr(parts: list) -> torch.Tensor:
+    """``[P_0 | P_1 | ...]`` of sparse CSR matrices with the same rows."""
+    if len(parts) == 1:
+        return parts[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        coo = [p.to_sparse_coo().coalesce() for p in parts]
+    width = parts[0].shape[1]
+    idx = torch.cat([c.indices() + torch.tensor([[0], [b * width]], device=c.indices().device)
+                     for b, c in enumerate(coo)], 1)
+    out = torch.sparse_coo_tensor(idx, torch.cat([c.values() for c in coo]),
+                                  (parts[0].shape[0], width * len(parts))).coalesce()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return out.to_sparse_csr()
+
+
+def _sparse_operands(layer, h_in, problem, row_sets, blocks):
+    """The sparse + low-rank :class:`RowsOperand` of each row set, built sparse throughout: the
+    real nodes' features go to CSR once, are normalised and aggregated as sparse matrices (an
+    SpGEMM with the layer's aggregation operator), and only the gathered rows are kept. None when
+    the aggregated features are too dense for the sparse form to pay."""
+    ops_blocks = _aggregation_blocks(layer, problem.vg.graph, h_in.dtype)
+    if ops_blocks is None or len(ops_blocks) != blocks:
+        return None
+    n_total, n_real, virtual_idx = h_in.shape[0], problem.num_real, problem.virtual_idx
+    xn = _normalize_csr(_sparse_rows(h_in[:n_real], n_total), layer.normalize)  # virtual rows empty
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        parts = [xn if op is None else op @ xn for op in ops_blocks]
+    del xn
+    s_full = _hstack_csr(parts)
+    del parts
+    if s_full.values().numel() >= SPARSE_DENSITY * s_full.shape[0] * s_full.shape[1]:
+        return None
+    xv = normalize_rows(h_in.index_select(0, virtual_idx), layer.normalize)
+    indicator = torch.zeros(n_total, virtual_idx.numel(), dtype=h_in.dtype, device=h_in.device)
+    indicator[virtual_idx, torch.arange(virtual_idx.numel(), device=h_in.device)] = 1.0
+    coef_full = _prepare_unnormalized(layer, indicator, problem.vg.graph)
+    out = []
+    for rows in row_sets:
+        csr = s_full if rows is None else _select_csr_rows(s_full, rows)
+        coef = coef_full if rows is None else coef_full.index_select(0, rows).contiguous()
+        out.append(RowsOperand(sparse=_CSR(csr), coef=coef, xv=xv, blocks=blocks))
+    return out
+
+
 @torch.no_grad()
 def make_row_operands(layer, h_in: torch.Tensor, problem: "SFProblem", row_sets, allow_sparse: bool = True,
                       consume_input: bool = False):
     """:class:`RowsOperand` for each index set in ``row_sets`` of ``layer.prepare(h_in)``.
 
     The sparse form is used when the layer's prepare is linear in the normalised input (GCN,
-    SAGE) and the real nodes' aggregated features are sparse; else the dense gathered rows.
-    A ``None`` entry in ``row_sets`` means all rows (the dense form is then the prepared input
-    itself, not a copy). ``consume_input=True`` lets the dense form normalise ``h_in`` in
-    place: a frozen layer's cached output is needed only to build the next layer's input, so
-    greedy training holds one ``[N, D]`` activation less and its peak does not grow with depth.
+    SAGE) and the real nodes' aggregated features are sparse (built without a dense temporary
+    of the input's size); else the dense gathered rows. A ``None`` entry in ``row_sets`` means
+    all rows (the dense form is then the prepared input itself, not a copy).
+    ``consume_input=True`` lets the dense form normalise ``h_in`` in place: a frozen layer's
+    cached output is needed only to build the next layer's input, so greedy training holds one
+    ``[N, D]`` activation less and its peak does not grow with depth.
     """
-    graph, virtual_idx = problem.vg.graph, problem.virtual_idx
+    graph = problem.vg.graph
     blocks = layer.weight.shape[1] // h_in.shape[1]
     # Aggregation only adds non-zeros, so a dense input (e.g. a post-ReLU hidden layer) is not
-    # probed: the probe holds three input-sized temporaries.
+    # probed further.
     if (allow_sparse and blocks * h_in.shape[1] == layer.weight.shape[1]
-            and _density(h_in) < SPARSE_DENSITY):
-        row_sets_sparse = [torch.arange(h_in.shape[0], device=h_in.device) if rows is None else rows
-                           for rows in row_sets]
-        real = normalize_rows(h_in, layer.normalize)
-        if real is h_in:  # no normalisation: do not zero the caller's rows
-            real = real.clone()
-        xv = real.index_select(0, virtual_idx)
-        real[virtual_idx] = 0
-        s_full = _prepare_unnormalized(layer, real, graph)
-        del real
-        if _density(s_full) < SPARSE_DENSITY:
-            indicator = torch.zeros(h_in.shape[0], virtual_idx.numel(), dtype=h_in.dtype, device=h_in.device)
-            indicator[virtual_idx, torch.arange(virtual_idx.numel(), device=h_in.device)] = 1.0
-            coef_full = _prepare_unnormalized(layer, indicator, graph)
-            out = []
-            with warnings.catch_warnings():  # "sparse CSR support is in beta"
-                warnings.simplefilter("ignore", UserWarning)
-                sparse_rows = [s_full.index_select(0, rows).to_sparse_csr() for rows in row_sets_sparse]
-            del s_full
-            for rows, csr in zip(row_sets_sparse, sparse_rows):
-                out.append(RowsOperand(sparse=_CSR(csr),
-                                       coef=coef_full.index_select(0, rows).contiguous(), xv=xv, blocks=blocks))
+            and h_in.dtype in (torch.float32, torch.float64) and _density(h_in) < SPARSE_DENSITY):
+        out = _sparse_operands(layer, h_in, problem, row_sets, blocks)
+        if out is not None:
             return out
-        del s_full
     if consume_input:
         prepared = _prepare_unnormalized(layer, normalize_rows(h_in, layer.normalize, inplace=True), graph)
     else:

@@ -126,18 +126,27 @@ def test_trainer_row_gathered_step_matches_autograd(model):
     torch.testing.assert_close(captured["bias"], b.grad, rtol=1e-4, atol=1e-6)
 
 
-def test_rows_operand_dense_and_sparse_agree():
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("model", ["gcn", "sage"])
+def test_rows_operand_dense_and_sparse_agree(model, weighted):
+    """The sparse-throughout first-layer operand (CSR features, SpGEMM aggregation, gathered rows)
+    equals the dense prepared input, on a graph with self loops and, weighted, edge weights."""
     data = _small_data()
     data.x = data.x.clamp_min(0.6) - 0.6
-    trainer = build_trainer("sf", data, model="gcn", layers=1, hidden=16)
+    loops = torch.arange(0, 40, 3)
+    data.edge_index = torch.cat([data.edge_index, torch.stack([loops, loops])], 1)
+    if weighted:
+        data.edge_weight = torch.rand(data.edge_index.shape[1], generator=torch.Generator().manual_seed(2)) + 0.5
+    trainer = build_trainer("sf", data, model=model, layers=1, hidden=16)
     p, layer = trainer.problem, trainer.model.layers[0]
-    (sparse,) = make_row_operands(layer, p.vg.x, p, (p.step_rows,))
-    (dense,) = make_row_operands(layer, p.vg.x, p, (p.step_rows,), allow_sparse=False)
-    assert isinstance(sparse, RowsOperand) and sparse.sparse is not None and dense.dense is not None
-    torch.testing.assert_close(sparse.matmul_wt(layer.weight, layer.bias), dense.matmul_wt(layer.weight, layer.bias),
-                               rtol=1e-4, atol=1e-6)
-    g = torch.randn(p.step_rows.numel(), 16)
-    torch.testing.assert_close(sparse.grad_weight(g), dense.grad_weight(g), rtol=1e-4, atol=1e-5)
+    sparse_ops = make_row_operands(layer, p.vg.x, p, (p.step_rows, None))
+    dense_ops = make_row_operands(layer, p.vg.x, p, (p.step_rows, None), allow_sparse=False)
+    for sparse, dense in zip(sparse_ops, dense_ops):
+        assert isinstance(sparse, RowsOperand) and sparse.sparse is not None and dense.dense is not None
+        torch.testing.assert_close(sparse.matmul_wt(layer.weight, layer.bias),
+                                   dense.matmul_wt(layer.weight, layer.bias), rtol=1e-4, atol=1e-6)
+        g = torch.randn(sparse.num_rows, 16)
+        torch.testing.assert_close(sparse.grad_weight(g), dense.grad_weight(g), rtol=1e-4, atol=1e-5)
 
 
 def test_top_to_loss_gradient_matches_autograd():
