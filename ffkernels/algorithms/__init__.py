@@ -7,7 +7,10 @@
 - :mod:`.link`: link prediction, ``fl-ce``, ``fl-ff``, ``fl-top``;
 - :mod:`.mlp_ff`: Forward-Forward for MLPs, ``ff``, ``ff-hard``, ``symba``, ``cff``;
 - :mod:`.pepita`: ``pepita``;
+- :mod:`.dfa`: direct feedback alignment, ``dfa`` (MLPs), ``dfa-graph`` (GCN, SAGE);
+- :mod:`.forward_gradient`: forward gradients (MLPs), ``fg``, ``fg-local``, ``fg-guess``;
 - :mod:`.bp`: the backpropagation baseline, ``bp``.
 
-:mod:`.common` holds what the graph families share (virtual nodes, layers by model name).
+:mod:`.common` holds what the graph families share (virtual nodes, layers by model name);
+:mod:`.mlp_common` what the MLP families share (validation rows, mini-batches).
 """
