@@ -20,6 +20,14 @@ Every runner follows the registry contract of ``ffkernels.train``:
 - :func:`run_sf_eager`: single-forward loss with virtual nodes, greedy (docs/algorithms.md#sf);
 - :func:`run_ff_la_eager`: FF with label appending, greedy (1.6, loss 1.1);
 - :func:`run_ff_mlp_eager`: Hinton's supervised FF for MLPs, simultaneous (1.8);
+- :func:`run_fg_eager` / :func:`run_fg_local_eager` / :func:`run_fg_guess_eager`: forward
+  gradients for MLPs (docs/algorithms.md#fg, #fg-local, #fg-guess) with ``torch.func.jvp`` over
+  ``torch.func.functional_call`` of an ``nn.Linear`` MLP (forward-mode AD as PyTorch users write
+  it: ``g . v`` without a backward pass); fg-guess's guesses and the heads' gradients by autograd;
+- :func:`run_dfa_eager` / :func:`run_dfa_graph_eager`: direct feedback alignment
+  (docs/algorithms.md#dfa, #dfa-graph): autograd for the output error only, every hidden layer
+  backpropagates the fixed random projection ``E B_l`` from its own output (its input detached);
+  the graph version with :class:`EagerGCNConv` layers;
 - :func:`run_bp_gcn` / :func:`run_bp_mlp`: backpropagation, same architecture plus a linear
   classifier (PyG ``GCNConv`` layers when torch_geometric imports, else :class:`EagerGCNConv`).
 """
@@ -34,7 +42,8 @@ from torch import nn
 
 from ..algorithms.common import augment_with_virtual_nodes
 from ..train.metrics import accuracy
-from ..algorithms.mlp_common import make_generator, minibatches, uniform_wrong_labels, validation_split, with_label
+from ..algorithms.mlp_common import (fit_val_rows, make_generator, minibatches, uniform_wrong_labels,
+                                      validation_split, with_label)
 
 
 def seed_everything(seed: int) -> None:
@@ -44,6 +53,9 @@ def seed_everything(seed: int) -> None:
 
 __all__ = ["gcn_norm", "l2_normalize", "rms_normalize", "EagerGCNConv", "EagerLinear", "sf_loss",
            "ff_loss", "label_append_inputs", "run_sf_eager", "run_ff_la_eager", "run_ff_mlp_eager",
+           "EagerMLP", "fg_directional_derivative", "fg_global_grads", "fg_local_grads", "fg_guess_grads",
+           "run_fg_eager", "run_fg_local_eager", "run_fg_guess_eager", "dfa_feedback", "dfa_feedback_blocks",
+           "dfa_mlp_backward", "EagerDFAGCN", "dfa_gcn_backward", "run_dfa_eager", "run_dfa_graph_eager",
            "run_bp_gcn", "run_bp_mlp", "pyg_available", "EAGER_RUNNERS", "BP_RUNNERS"]
 
 
@@ -383,6 +395,406 @@ def run_ff_mlp_eager(config, data, progress=None) -> dict:
             "epochs_per_layer": [epoch] * config.layers}
 
 
+# --------------------------------------------------------------------------- shared by the new MLP baselines
+class EagerMLP(nn.Module):
+    """A ReLU MLP with a linear output layer: ``layers`` ``nn.Linear`` layers, the output layer
+    included (``layers - 1`` hidden layers of width ``hidden``), ``nn.Linear``'s initialisation.
+    The network of the fused ``fg`` / ``fg-local`` / ``fg-guess`` / ``dfa`` (docs/algorithms.md#fg,
+    #dfa): no input normalisation."""
+
+    def __init__(self, in_features: int, hidden: int, num_classes: int, layers: int):
+        super().__init__()
+        if layers < 1:
+            raise ValueError(f"layers must be >= 1, got {layers}")
+        dims = [in_features] + [hidden] * (layers - 1) + [num_classes]
+        self.layers = nn.ModuleList(nn.Linear(dims[i], dims[i + 1]) for i in range(layers))
+
+    @property
+    def widths(self) -> list:
+        return [layer.out_features for layer in self.layers[:-1]]
+
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """The logits from layer ``start`` up (``x``: that layer's input)."""
+        last = len(self.layers) - 1
+        for i in range(start, last + 1):
+            x = self.layers[i](x)
+            if i < last:
+                x = F.relu(x)
+        return x
+
+
+def _mlp_split(data):
+    """The fused MLP algorithms' fit / validation rows (``fit_val_rows``, val_fraction 0.1)."""
+    return fit_val_rows(data, 0.1)
+
+
+def _simultaneous_loop(config, train_epoch, validate, module, progress, label) -> int:
+    """The fused engine's simultaneous schedule: validate every ``val_every`` epochs and after the
+    last one, stop after ``patience`` validations without improvement, restore the best state."""
+    stopper = _Stopper(config.patience)
+    epoch = 0
+    for epoch in range(1, config.epochs + 1):
+        loss = train_epoch()
+        if (epoch % config.val_every == 0 or epoch == config.epochs) and stopper.step(validate(), module):
+            break
+        _report(progress, label, epoch, config.epochs, loss=loss)
+    if stopper.best_state is None:
+        stopper.step(validate(), module)
+    stopper.restore(module)
+    return epoch
+
+
+def _mlp_accuracy(model, x, y) -> float:
+    with torch.no_grad():
+        return accuracy(model(x).argmax(1), y)
+
+
+# --------------------------------------------------------------------------- forward gradients (MLP)
+FG_MODES = ("global", "local", "guess")
+
+
+def _detached(module: nn.Module) -> dict:
+    return {name: p.detach() for name, p in module.named_parameters()}
+
+
+def fg_directional_derivative(model: EagerMLP, x: torch.Tensor, y: torch.Tensor, tangent: dict):
+    """``(loss, g . v)``: the mean cross-entropy and its directional derivative along ``tangent``
+    (``{parameter name: v}``), by ``torch.func.jvp`` over ``functional_call`` (one forward pass in
+    dual numbers, no backward)."""
+    def loss_of(params):
+        return F.cross_entropy(torch.func.functional_call(model, params, (x,)), y)
+    with torch.no_grad():
+        loss, dd = torch.func.jvp(loss_of, (_detached(model),), (tangent,))
+    return loss, dd
+
+
+def fg_global_grads(model: EagerMLP, x, y, tangents: list | None = None, num_tangents: int = 1):
+    """``fg`` (Baydin et al.): ``(loss, {name: mean_k (g . v_k) v_k})``, ``v_k ~ N(0, I)`` over every
+    parameter (``tangents``: the ``v_k`` as dicts; None: ``num_tangents`` drawn with ``randn_like``)."""
+    if tangents is None:
+        tangents = [{name: torch.randn_like(p) for name, p in model.named_parameters()} for _ in range(num_tangents)]
+    grads, loss = None, None
+    for v in tangents:
+        loss, dd = fg_directional_derivative(model, x, y, v)
+        est = {name: dd * t for name, t in v.items()}
+        grads = est if grads is None else {name: grads[name] + est[name] for name in grads}
+    return loss, {name: g / len(tangents) for name, g in grads.items()}
+
+
+def _head_grads(head: nn.Linear, h: torch.Tensor, y: torch.Tensor) -> dict:
+    """The exact gradient of a head's cross-entropy on a detached ``h`` (autograd)."""
+    with torch.enable_grad():
+        params = [head.weight, head.bias]
+        gw, gb = torch.autograd.grad(F.cross_entropy(head(h.detach()), y), params)
+    return {"weight": gw, "bias": gb}
+
+
+def fg_local_grads(model: EagerMLP, heads: nn.ModuleList, x, y, tangents: list | None = None,
+                   num_tangents: int = 1):
+    """``fg-local``: every layer's forward gradient of its OWN local loss (its input detached,
+    tangents of its own parameters only): hidden layer ``l``'s is ``CE(head_l(ReLU(layer_l(h))), y)``,
+    the output layer's the network's cross-entropy.
+
+    Args:
+        tangents: ``[[{"weight": V_l, "bias": db_l} per layer] per draw]`` (None: drawn).
+
+    Returns:
+        ``(loss, {name: estimate}, [{"weight", "bias"} exact head gradients])``, ``loss`` the
+        network's cross-entropy.
+    """
+    n_layers = len(model.layers)
+    if tangents is None:
+        tangents = [[{k: torch.randn_like(p) for k, p in layer.named_parameters()} for layer in model.layers]
+                    for _ in range(num_tangents)]
+    sums = [None] * n_layers
+    loss, head_grads = None, []
+    for draw, v_all in enumerate(tangents):
+        h = x
+        for i, layer in enumerate(model.layers):
+            last = i == n_layers - 1
+            head = None if last else heads[i]
+
+            def local_loss(params, h_in=h, layer=layer, head=head):
+                z = torch.func.functional_call(layer, params, (h_in,))
+                if head is None:
+                    return F.cross_entropy(z, y), z
+                out = F.relu(z)
+                return F.cross_entropy(torch.func.functional_call(head, _detached(head), (out,)), y), out
+            with torch.no_grad():
+                value, dd, h = torch.func.jvp(local_loss, (_detached(layer),), (v_all[i],), has_aux=True)
+            est = {k: dd * t for k, t in v_all[i].items()}
+            sums[i] = est if sums[i] is None else {k: sums[i][k] + est[k] for k in est}
+            if last:
+                loss = value
+            elif draw == 0:
+                head_grads.append(_head_grads(head, h, y))
+    grads = {}
+    for i, est in enumerate(sums):
+        for k, g in est.items():
+            grads[f"layers.{i}.{k}"] = g / len(tangents)
+    return loss, grads, head_grads
+
+
+def _unit(u: list) -> list:
+    """``u / ||u||`` (all of ``u`` as one vector; zero stays zero)."""
+    norm = torch.sqrt(sum(t.square().sum() for t in u))
+    return u if float(norm) == 0.0 else [t / norm for t in u]
+
+
+def fg_guess_grads(model: EagerMLP, heads: nn.ModuleList, x, y):
+    """``fg-guess`` (Fournier et al.'s local guesses): layer ``l``'s guess is the gradient (autograd)
+    of its local head loss with respect to its own parameters, its input detached (the output
+    layer's: the network's cross-entropy), scaled to unit norm; the step is ``(g . u_l) u_l``,
+    ``g . u_l`` the directional derivative of the GLOBAL loss (``torch.func.jvp`` from layer ``l``
+    up, input constant).
+
+    Returns ``(loss, {name: step}, [{"weight", "bias"} exact head gradients])``.
+    """
+    with torch.no_grad():
+        hs = [x]  # the layers' inputs [x, h_1, ..., h_{L-1}]
+        for layer in model.layers[:-1]:
+            hs.append(F.relu(layer(hs[-1])))
+        loss = F.cross_entropy(model.layers[-1](hs[-1]), y)
+    n_layers = len(model.layers)
+    grads, head_grads = {}, []
+    for i, layer in enumerate(model.layers):
+        with torch.enable_grad():
+            z = layer(hs[i].detach())
+            if i == n_layers - 1:
+                u = list(torch.autograd.grad(F.cross_entropy(z, y), [layer.weight, layer.bias]))
+            else:
+                head = heads[i]
+                g = torch.autograd.grad(F.cross_entropy(head(F.relu(z)), y),
+                                        [layer.weight, layer.bias, head.weight, head.bias])
+                u = list(g[:2])
+                head_grads.append({"weight": g[2], "bias": g[3]})
+        u_w, u_b = _unit(u)
+
+        def global_loss(params, i=i, layer=layer):
+            out = torch.func.functional_call(layer, params, (hs[i],))
+            if i < n_layers - 1:
+                out = model(F.relu(out), start=i + 1)
+            return F.cross_entropy(out, y)
+        with torch.no_grad():
+            _, dd = torch.func.jvp(global_loss, (_detached(layer),), ({"weight": u_w, "bias": u_b},))
+        grads[f"layers.{i}.weight"], grads[f"layers.{i}.bias"] = dd * u_w, dd * u_b
+    return loss, grads, head_grads
+
+
+def _set_grads(module: nn.Module, grads: dict) -> None:
+    for name, p in module.named_parameters():
+        p.grad = grads[name].to(p.dtype)
+
+
+def run_fg_eager(config, data, progress=None, mode: str = "global") -> dict:
+    """Forward gradients for a ReLU MLP (``mode``: ``global`` = fg, ``local`` = fg-local, ``guess``
+    = fg-guess), the fused algorithms' hyperparameters: one estimate and one Adam step per
+    mini-batch (the estimates given to Adam as ``.grad``), the heads (fg-local / fg-guess) with
+    their own Adam on their exact gradients; ``config.extra``: ``tangents`` (fg / fg-local, 1),
+    ``optimizer`` (``adam`` | ``sgd``) and ``momentum``."""
+    if mode not in FG_MODES:
+        raise ValueError(f"mode must be one of {list(FG_MODES)}, got {mode!r}")
+    seed_everything(config.seed)
+    device = torch.device(config.device)
+    data = data.to(device)
+    c = data.num_classes
+    fit_idx, val_idx = _mlp_split(data)
+    x_fit, y_fit = data.x[fit_idx], data.y[fit_idx]
+    model = EagerMLP(data.num_features, config.hidden, c, config.layers).to(device)
+    heads = nn.ModuleList(nn.Linear(w, c) for w in model.widths).to(device) if mode != "global" else nn.ModuleList()
+    extra = config.extra or {}
+    k = int(extra.get("tangents", 1))
+
+    def make_opt(params):
+        params = list(params)
+        if not params:
+            return None
+        if extra.get("optimizer", "adam") == "sgd":
+            return torch.optim.SGD(params, lr=config.lr, momentum=float(extra.get("momentum", 0.9)),
+                                   weight_decay=config.weight_decay)
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    opt, head_opt = make_opt(model.parameters()), make_opt(heads.parameters())
+    gen = make_generator(config.seed)
+    both = nn.ModuleDict({"body": model, "heads": heads})
+
+    def train_epoch():
+        losses = []
+        for batch in minibatches(x_fit.shape[0], config.batch_size, gen, device):
+            xb, yb = x_fit[batch], y_fit[batch]
+            if mode == "global":
+                loss, grads = fg_global_grads(model, xb, yb, num_tangents=k)
+                head_grads = []
+            elif mode == "local":
+                loss, grads, head_grads = fg_local_grads(model, heads, xb, yb, num_tangents=k)
+            else:
+                loss, grads, head_grads = fg_guess_grads(model, heads, xb, yb)
+            _set_grads(model, grads)
+            opt.step()
+            opt.zero_grad()
+            if head_opt is not None and head_grads:
+                for head, g in zip(heads, head_grads):
+                    _set_grads(head, g)
+                head_opt.step()
+                head_opt.zero_grad()
+            losses.append(float(loss))
+        return sum(losses) / max(len(losses), 1)
+
+    label = {"global": "eager-fg", "local": "eager-fg-local", "guess": "eager-fg-guess"}[mode]
+    epoch = _simultaneous_loop(config, train_epoch, lambda: _mlp_accuracy(model, data.x[val_idx], data.y[val_idx]),
+                               both, progress, label)
+    return {"val_accuracy": _mlp_accuracy(model, data.x[val_idx], data.y[val_idx]),
+            "test_accuracy": _mlp_accuracy(model, data.x[data.test_idx], data.y[data.test_idx]),
+            "epochs_per_layer": [epoch] * config.layers, "epochs": epoch}
+
+
+def run_fg_local_eager(config, data, progress=None) -> dict:
+    """:func:`run_fg_eager` with ``mode="local"`` (fg-local)."""
+    return run_fg_eager(config, data, progress, mode="local")
+
+
+def run_fg_guess_eager(config, data, progress=None) -> dict:
+    """:func:`run_fg_eager` with ``mode="guess"`` (fg-guess)."""
+    return run_fg_eager(config, data, progress, mode="guess")
+
+
+# --------------------------------------------------------------------------- direct feedback alignment
+def dfa_feedback(num_classes: int, widths: list, scale: float = 1.0, device=None) -> torch.Tensor:
+    """The fixed random feedback ``R = [R_1 | ... | R_{L-1}]`` ``[C, sum D_l]``, entries
+    ``N(0, 1) * scale / sqrt(C)`` (docs/algorithms.md#dfa), from torch's global generator."""
+    return torch.randn(num_classes, sum(widths), device=device) * (scale / math.sqrt(num_classes))
+
+
+def dfa_feedback_blocks(feedback: torch.Tensor, widths: list, kind: str = "random", maps: list | None = None) -> list:
+    """``[B_1, ..., B_{L-1}]``: ``R``'s blocks (``random``), or sign-concordant
+    ``|R_l| * sign(W_L ... W_{l+1})`` (``sign``; ``maps`` = ``[W_2, ..., W_L]``, the current weights)."""
+    blocks = list(torch.split(feedback, list(widths), dim=1)) if widths else []
+    if kind == "random":
+        return blocks
+    if kind != "sign":
+        raise ValueError(f"feedback must be 'random' or 'sign', got {kind!r}")
+    with torch.no_grad():
+        out, path = [None] * len(blocks), None
+        for i in range(len(blocks) - 1, -1, -1):  # hidden layer i + 1's path to the output
+            w = maps[i].detach()
+            path = w if path is None else (path / path.abs().max().clamp_min(1e-30)) @ w  # signs kept
+            out[i] = blocks[i].abs() * torch.sign(path)
+    return out
+
+
+def dfa_mlp_backward(model: EagerMLP, x: torch.Tensor, y: torch.Tensor, blocks: list) -> torch.Tensor:
+    """One DFA step's gradients into ``.grad`` (Nøkland 2016): each layer sees its input detached;
+    autograd gives the output error ``E = dL/dlogits`` and the output layer's true gradient; every
+    hidden layer backpropagates ``E B_l`` from its own output (``delta_l = (E B_l) * 1[z_l > 0]``).
+    Returns the mean cross-entropy."""
+    h, hidden = x, []
+    for layer in model.layers[:-1]:
+        h = F.relu(layer(h.detach()))
+        hidden.append(h)
+    logits = model.layers[-1](h.detach())
+    loss = F.cross_entropy(logits, y)
+    (error,) = torch.autograd.grad(loss, logits, retain_graph=True)
+    torch.autograd.backward([logits] + hidden, [error] + [error @ b for b in blocks])
+    return loss.detach()
+
+
+def run_dfa_eager(config, data, progress=None) -> dict:
+    """Direct feedback alignment for a ReLU MLP (docs/algorithms.md#dfa): one Adam over the network,
+    one DFA step per mini-batch; ``config.extra``: ``feedback`` (``random`` | ``sign``) and
+    ``feedback_scale`` (1.0)."""
+    seed_everything(config.seed)
+    device = torch.device(config.device)
+    data = data.to(device)
+    extra = config.extra or {}
+    kind = extra.get("feedback", "random")
+    fit_idx, val_idx = _mlp_split(data)
+    x_fit, y_fit = data.x[fit_idx], data.y[fit_idx]
+    model = EagerMLP(data.num_features, config.hidden, data.num_classes, config.layers).to(device)
+    feedback = dfa_feedback(data.num_classes, model.widths, float(extra.get("feedback_scale", 1.0)), device)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    gen = make_generator(config.seed)
+
+    def train_epoch():
+        losses = []
+        for batch in minibatches(x_fit.shape[0], config.batch_size, gen, device):
+            blocks = dfa_feedback_blocks(feedback, model.widths, kind, [layer.weight for layer in model.layers[1:]])
+            opt.zero_grad()
+            losses.append(float(dfa_mlp_backward(model, x_fit[batch], y_fit[batch], blocks)))
+            opt.step()
+        return sum(losses) / max(len(losses), 1)
+
+    epoch = _simultaneous_loop(config, train_epoch, lambda: _mlp_accuracy(model, data.x[val_idx], data.y[val_idx]),
+                               model, progress, "eager-dfa")
+    return {"val_accuracy": _mlp_accuracy(model, data.x[val_idx], data.y[val_idx]),
+            "test_accuracy": _mlp_accuracy(model, data.x[data.test_idx], data.y[data.test_idx]),
+            "epochs_per_layer": [epoch] * config.layers, "epochs": epoch}
+
+
+class EagerDFAGCN(nn.Module):
+    """``layers`` :class:`EagerGCNConv` layers, the last one the output layer (``C`` outputs, no
+    ReLU), every layer's input l2-normalised (docs/algorithms.md#dfa-graph)."""
+
+    def __init__(self, in_features: int, hidden: int, num_classes: int, layers: int):
+        super().__init__()
+        dims = [in_features] + [hidden] * (layers - 1) + [num_classes]
+        self.convs = nn.ModuleList(EagerGCNConv(dims[i], dims[i + 1]) for i in range(layers))
+
+    @property
+    def widths(self) -> list:
+        return [conv.lin.out_features for conv in self.convs[:-1]]
+
+    def forward(self, x, edge_index, detach_inputs: bool = False):
+        """``(hidden [h_1 .. h_{L-1}], logits)``; ``detach_inputs``: each layer's input detached."""
+        h, hidden = x, []
+        for conv in self.convs[:-1]:
+            h = F.relu(conv(l2_normalize(h.detach() if detach_inputs else h), edge_index))
+            hidden.append(h)
+        return hidden, self.convs[-1](l2_normalize(h.detach() if detach_inputs else h), edge_index)
+
+
+def dfa_gcn_backward(model: EagerDFAGCN, x, edge_index, train_idx, y_train, blocks: list) -> torch.Tensor:
+    """One full-batch DFA step's gradients into ``.grad``: the training nodes' cross-entropy gives
+    ``E`` (zero on the other rows) and the output layer's gradient; hidden layer ``l`` backpropagates
+    ``E B_l`` through its own ReLU and GCN layer only. Returns the training loss."""
+    hidden, logits = model(x, edge_index, detach_inputs=True)
+    loss = F.cross_entropy(logits[train_idx], y_train)
+    (error,) = torch.autograd.grad(loss, logits, retain_graph=True)
+    torch.autograd.backward([logits] + hidden, [error] + [error @ b for b in blocks])
+    return loss.detach()
+
+
+def run_dfa_graph_eager(config, data, progress=None) -> dict:
+    """Graph DFA with GCN layers (docs/algorithms.md#dfa-graph): full batch, one DFA step of every
+    layer per epoch, one Adam over all layers (per parameter: the fused per-layer Adams' update);
+    evaluation is a fresh full forward. ``config.extra``: ``feedback``, ``feedback_scale``."""
+    if config.model != "gcn":
+        raise ValueError("the eager DFA graph baseline implements model='gcn'")
+    seed_everything(config.seed)
+    device = torch.device(config.device)
+    data = data.to(device)
+    extra = config.extra or {}
+    kind = extra.get("feedback", "random")
+    model = EagerDFAGCN(data.num_features, config.hidden, data.num_classes, config.layers).to(device)
+    feedback = dfa_feedback(data.num_classes, model.widths, float(extra.get("feedback_scale", 1.0)), device)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    edge_index, train_idx, y_train = data.edge_index, data.train_idx, data.y[data.train_idx]
+
+    def evaluate(idx):
+        with torch.no_grad():
+            return accuracy(model(data.x, edge_index)[1][idx].argmax(1), data.y[idx])
+
+    def train_epoch():
+        blocks = dfa_feedback_blocks(feedback, model.widths, kind, [conv.lin.weight for conv in model.convs[1:]])
+        opt.zero_grad()
+        loss = dfa_gcn_backward(model, data.x, edge_index, train_idx, y_train, blocks)
+        opt.step()
+        return float(loss)
+
+    epoch = _simultaneous_loop(config, train_epoch, lambda: evaluate(data.val_idx), model, progress,
+                               "eager-dfa-graph")
+    return {"val_accuracy": evaluate(data.val_idx), "test_accuracy": evaluate(data.test_idx),
+            "epochs_per_layer": [epoch] * config.layers, "epochs": epoch}
+
+
 # --------------------------------------------------------------------------- backpropagation
 class BPGCN(nn.Module):
     """``layers`` GCN layers (hidden width, ReLU) and a linear classifier, trained end to end."""
@@ -474,5 +886,7 @@ def run_bp_mlp(config, data, progress=None) -> dict:
 
 
 #: algorithm family -> eager runner / BP runner (the suite's keys).
-EAGER_RUNNERS = {"sf": run_sf_eager, "ff_la": run_ff_la_eager, "ff_mlp": run_ff_mlp_eager}
+EAGER_RUNNERS = {"sf": run_sf_eager, "ff_la": run_ff_la_eager, "ff_mlp": run_ff_mlp_eager,
+                 "fg": run_fg_eager, "fg_local": run_fg_local_eager, "fg_guess": run_fg_guess_eager,
+                 "dfa": run_dfa_eager, "dfa_graph": run_dfa_graph_eager}
 BP_RUNNERS = {"gcn": run_bp_gcn, "mlp": run_bp_mlp}

@@ -3,7 +3,8 @@
 For each configuration it trains the same algorithm, architecture, data and seed three ways:
 
 - ``fused``: ffkernels' own training (``ffkernels.fit``);
-- ``eager``: :mod:`.eager_baselines`, autograd per layer, written like the published code;
+- ``eager``: :mod:`.eager_baselines`, plain torch written like the published code (autograd per
+  layer; ``torch.func.jvp`` for the forward-gradient algorithms), no ffkernels op;
 - ``bp``: backpropagation (PyG ``GCNConv`` when torch_geometric imports, else our own layer).
 
 Every (configuration, variant) runs in a fresh Python process (``python -m
@@ -31,8 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 #: suite algorithm key -> the name the fused runner is registered under
-FUSED_ALGOS = {"sf": "sf", "ff_la": "ff-la", "ff_mlp": "ff"}
-ALGO_LABELS = {"sf": "SF", "ff_la": "FF-LA", "ff_mlp": "FF (MLP)"}
+FUSED_ALGOS = {"sf": "sf", "ff_la": "ff-la", "ff_mlp": "ff", "fg": "fg", "fg_local": "fg-local",
+               "fg_guess": "fg-guess", "dfa": "dfa", "dfa_graph": "dfa-graph"}
+ALGO_LABELS = {"sf": "SF", "ff_la": "FF-LA", "ff_mlp": "FF (MLP)", "fg": "FG", "fg_local": "FG-local",
+               "fg_guess": "FG-guess", "dfa": "DFA", "dfa_graph": "DFA (graph)"}
+#: Algorithms whose ``layers`` counts the output layer (docs/algorithms.md#dfa, #fg): their BP
+#: variant gets ``layers - 1`` hidden layers plus its linear classifier, the same weight layers.
+OUTPUT_LAYER_COUNTED = ("fg", "fg_local", "fg_guess", "dfa", "dfa_graph")
 VARIANTS = ("fused", "eager", "bp")
 NO_EARLY_STOP = 10**9
 RESULT_MARK = "@@FFKERNELS-BENCH@@ "
@@ -42,7 +48,7 @@ RESULT_MARK = "@@FFKERNELS-BENCH@@ "
 class Case:
     """One benchmark configuration (trained once per variant)."""
     name: str
-    algo: str                      # sf | ff_la | ff_mlp
+    algo: str                      # a FUSED_ALGOS key: sf ff_la ff_mlp fg fg_local fg_guess dfa dfa_graph
     dataset: str                   # cora_ml | digits | synthetic:NUM_NODES[:AVG_DEGREE]
     layers: int
     epochs: int
@@ -57,11 +63,19 @@ class Case:
     seed: int = 0
     variants: tuple = VARIANTS
     fused_extra: dict = field(default_factory=dict)
+    #: options of the algorithm itself that the fused and the eager variant both take (e.g.
+    #: ``tangents``, ``feedback``); ``fused_extra`` is for the fused runner only
+    algo_extra: dict = field(default_factory=dict)
+
+    def bp_layers(self) -> int:
+        """The BP variant's hidden layers (plus its linear classifier): ``layers``, or
+        ``layers - 1`` where ``layers`` counts the output layer (:data:`OUTPUT_LAYER_COUNTED`)."""
+        return max(1, self.layers - 1) if self.algo in OUTPUT_LAYER_COUNTED else self.layers
 
     def bp_key(self) -> str:
         """BP does not depend on the forward-learning algorithm: configurations that share this
         key share one BP run."""
-        return f"{self.dataset}|{self.model}|{self.layers}|{self.hidden}|{self.epochs}|{self.patience}|" \
+        return f"{self.dataset}|{self.model}|{self.bp_layers()}|{self.hidden}|{self.epochs}|{self.patience}|" \
                f"{self.lr}|{self.weight_decay}|{self.batch_size}|{self.seed}"
 
 
@@ -74,11 +88,21 @@ def suite_cases(quick: bool = False) -> list:
     mlp = dict(model="mlp", lr=3e-3, weight_decay=0.0, batch_size=64, patience=25,
                fused_extra={"inference": "goodness", "head": False})
     la = dict(fused_extra={"negatives": "graph"})  # the reference's negatives, as the eager baseline
+    # fg / fg-local / fg-guess / dfa / dfa-graph at their registered defaults (docs/algorithms.md#fg,
+    # #dfa): ``layers`` counts the output layer; hidden 128; mini-batches of 64 for the MLPs
+    fg = dict(model="mlp", hidden=128, lr=2e-3, weight_decay=0.0, batch_size=64, patience=50)
+    fg_guess = dict(model="mlp", hidden=128, lr=1e-3, weight_decay=0.0, batch_size=64, patience=25)
+    dfa = dict(model="mlp", hidden=128, lr=1e-3, weight_decay=0.0, batch_size=64, patience=25)
+    dfa_graph = dict(model="gcn", hidden=128, lr=1e-2, weight_decay=5e-4)
     if quick:
         cases = [
             Case("sf-gcn/cora_ml/L2", "sf", "cora_ml", 2, 20),
             Case("ff_la-gcn/cora_ml/L1", "ff_la", "cora_ml", 1, 4, **la),
             Case("ff-mlp/digits/L2", "ff_mlp", "digits", 2, 4, hidden=256, **mlp),
+            Case("fg-mlp/digits/L2", "fg", "digits", 2, 10, **fg),
+            Case("fg-guess-mlp/digits/L4", "fg_guess", "digits", 4, 4, **fg_guess),
+            Case("dfa-mlp/digits/L4", "dfa", "digits", 4, 4, **dfa),
+            Case("dfa-graph-gcn/cora_ml/L4", "dfa_graph", "cora_ml", 4, 20, **dfa_graph),
             Case("sf-gcn/syn-1e4/L2", "sf", _syn(10_000), 2, 10, group="scale", patience=NO_EARLY_STOP),
             Case("sf-gcn/syn-1e5/L2", "sf", _syn(100_000), 2, 2, group="scale", patience=NO_EARLY_STOP),
         ]
@@ -93,6 +117,14 @@ def suite_cases(quick: bool = False) -> list:
         Case("sf-gcn/cora_ml/L4", "sf", "cora_ml", 4, 50),
         Case("ff_la-gcn/cora_ml/L2", "ff_la", "cora_ml", 2, 10, patience=NO_EARLY_STOP, **la),
         Case("ff-mlp/digits/L2", "ff_mlp", "digits", 2, 20, hidden=500, **mlp),
+        # The new algorithms, each against its eager implementation (eager_baselines): epochs
+        # capped where the fused run is well into learning (fg's single-tangent estimate needs
+        # the most steps), validation every 2 epochs with the algorithm's own patience.
+        Case("fg-mlp/digits/L2", "fg", "digits", 2, 100, **fg),
+        Case("fg-local-mlp/digits/L2", "fg_local", "digits", 2, 100, **fg),
+        Case("fg-guess-mlp/digits/L4", "fg_guess", "digits", 4, 30, **fg_guess),
+        Case("dfa-mlp/digits/L4", "dfa", "digits", 4, 50, **dfa),
+        Case("dfa-graph-gcn/cora_ml/L4", "dfa_graph", "cora_ml", 4, 200, **dfa_graph),
     ]
     for n, epochs in ((10_000, 20), (100_000, 6), (1_000_000, 4)):
         cases.append(Case(f"sf-gcn/syn-{_tag(n)}/L2", "sf", _syn(n), 2, epochs, group="scale",
@@ -199,10 +231,13 @@ class BenchConfig:
 
 
 def make_config(case: Case, variant: str, device: str) -> BenchConfig:
-    return BenchConfig(model=case.model, layers=case.layers, hidden=case.hidden, epochs=case.epochs,
-                       val_every=case.val_every, patience=case.patience, lr=case.lr, weight_decay=case.weight_decay,
-                       seed=case.seed, device=device, batch_size=case.batch_size,
-                       extra=dict(case.fused_extra) if variant == "fused" else {})
+    """The runner's configuration: the fused runner gets ``algo_extra`` and ``fused_extra``, the
+    eager one ``algo_extra``, BP neither (and :meth:`Case.bp_layers` hidden layers)."""
+    extra = {"fused": {**case.algo_extra, **case.fused_extra}, "eager": dict(case.algo_extra)}.get(variant, {})
+    return BenchConfig(model=case.model, layers=case.bp_layers() if variant == "bp" else case.layers,
+                       hidden=case.hidden, epochs=case.epochs, val_every=case.val_every, patience=case.patience,
+                       lr=case.lr, weight_decay=case.weight_decay, seed=case.seed, device=device,
+                       batch_size=case.batch_size, extra=extra)
 
 
 def fused_runner(algo: str):
