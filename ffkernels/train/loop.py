@@ -412,6 +412,10 @@ def run(spec, options: dict, data, settings: RunSettings | None = None, trainer=
     check_memory(options, data)
     device = data.x.device
     dims = {"num_features": data.num_features, "num_classes": data.num_classes}
+    # torch.optim imports torch._dynamo the first time an optimiser is built in a process (its
+    # add_param_group is wrapped to disable dynamo): ~1.5-2 s once, on a 2-core machine. Paid here,
+    # before the clock, so train_seconds is the training's own time in every run of a process.
+    import torch._dynamo  # noqa: F401
     with seeded_rng(options["seed"], device), intra_op_threads(options["threads"], device):
         start = time.perf_counter()
         model = spec.model(options, dims, spec.variant).to(device)
