@@ -35,3 +35,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+# Multi-process tests (ranks on 127.0.0.1, time-boxed collectives, torchrun) share one pytest-xdist
+# worker (``--dist loadgroup``), so that two of them never run at once: on a 2-core machine their
+# ranks would starve each other past the timeouts they assert.
+MULTI_PROCESS = ("tests/distributed/", "tests/benchmarking/test_distributed_suite.py",
+                 "tests/algorithms/test_memory_depth.py", "tests/benchmarking/test_time_to_accuracy.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = item.nodeid.replace("\\", "/")
+        if any(path.startswith(p) for p in MULTI_PROCESS) or "nproc" in item.name:
+            item.add_marker(pytest.mark.xdist_group("processes"))
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one intra-op thread per worker: two workers already fill the two cores
+    torch.set_num_threads(1)
