@@ -104,12 +104,15 @@ def _consume_prepare(layer, h: torch.Tensor, graph) -> torch.Tensor:
 
 def _ff_loss_grad(z: torch.Tensor, theta: float, goodness: str):
     """FF loss over streams ``z`` ``[S, n, D]`` (stream 0 positive, the others negative):
-    ``(loss, dL/dZ [S, n, D])``."""
+    ``(loss, dL/dZ [S, n, D])``. ``z`` is a per-step temporary of the callers, so the fused op
+    writes the gradient over it (``inplace=True``: no second ``[S n, D]`` buffer)."""
     s, n, d = z.shape
     h = torch.relu_(z).reshape(s * n, d)
+    if not h.is_contiguous():
+        h = h.contiguous()
     flags = torch.zeros(s * n, dtype=torch.bool, device=h.device)
     flags[:n] = True
-    loss, _, dz = ops.goodness_loss_grad(h, flags, theta=theta, goodness=goodness)
+    loss, _, dz = ops.goodness_loss_grad(h, flags, theta=theta, goodness=goodness, inplace=True)
     return loss, dz.reshape(s, n, d)
 
 
