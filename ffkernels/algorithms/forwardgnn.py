@@ -19,7 +19,7 @@ import warnings
 import torch
 
 from .. import ops
-from ..nn.functional import normalize_rows
+from ..nn.functional import keep_mask, normalize_rows
 from ..nn.gat import FFGATConv
 from ..ops.sf import sf_loss_grad_kernel
 from ..train.metrics import accuracy, activation_sparsity
@@ -172,12 +172,12 @@ class RowsOperand:
         scale = 1.0 / (1.0 - p)
         if self.dense is not None:
             block = self.dense[:rows]
-            keep = torch.rand(block.shape, generator=generator, device=block.device) >= p
+            keep = keep_mask(block.shape, p, generator, block.device)
             return RowsOperand(dense=torch.cat([block * keep * scale, self.dense[rows:]]))
         values = self.sparse.values
         end = int(self.sparse.rowptr[rows])
         kept = values.clone()
-        kept[:end] *= (torch.rand(end, generator=generator, device=values.device) >= p).to(values.dtype) * scale
+        kept[:end] *= keep_mask(end, p, generator, values.device).to(values.dtype) * scale
         return RowsOperand(sparse=self.sparse, coef=self.coef, xv=self.xv, blocks=self.blocks, values=kept)
 
     def grad_weight(self, grad_z: torch.Tensor) -> torch.Tensor:
@@ -374,7 +374,7 @@ class _LinearStepper:
         h = operand.matmul_wt(layer.weight, layer.bias).relu_()
         keep = None
         if self.dropout > 0:  # and of their hidden units before the loss (the virtual rows stay whole)
-            keep = (torch.rand(rows, h.shape[1], generator=self.generator, device=h.device) >= self.dropout)
+            keep = keep_mask((rows, h.shape[1]), self.dropout, self.generator, h.device)
             keep = keep.to(h.dtype).mul_(1.0 / (1.0 - self.dropout))
             h[:rows] *= keep
         loss, grad_rows = sf_loss_grad_kernel(h, p.local_train, p.y_train, p.local_virtual, self.tau)
@@ -406,7 +406,7 @@ class _GATStepper:
         self.dropout, self.input_dropout, self.generator = dropout, input_dropout, generator
 
     def _mask(self, rows: int, width: int, p: float, device) -> torch.Tensor:
-        keep = torch.rand(rows, width, generator=self.generator, device=device) >= p
+        keep = keep_mask((rows, width), p, self.generator, device)
         return keep.to(self.full.dtype).mul_(1.0 / (1.0 - p))
 
     def _objective(self, h):

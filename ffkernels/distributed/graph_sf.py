@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 
 from ..nn import FFGCNConv, FFSAGEConv
-from ..nn.functional import normalize_rows
+from ..nn.functional import keep_mask, normalize_rows
 from ..train.registry import Trainer
 from .halo import HaloExchange, local_aggregate
 
@@ -170,7 +170,7 @@ class PartitionedSFTrainer(Trainer):
         return torch.relu_(torch.addmm(layer.bias, self.mv, layer.weight.t()))
 
     def _keep(self, rows: int, width: int, p: float, like: torch.Tensor) -> torch.Tensor:
-        keep = torch.rand(rows, width, generator=self.generator, device=like.device) >= p
+        keep = keep_mask((rows, width), p, self.generator, like.device)
         return keep.to(like.dtype).mul_(1.0 / (1.0 - p))
 
     @torch.no_grad()
