@@ -35,7 +35,8 @@ from ..train.metrics import accuracy
 from ..train.options import choice, positive_float
 from ..train.registry import Model, Trainer, register
 from .common import build_layer
-from .mlp_common import BATCH_SIZE, MLP_PATIENCE, VAL_FRACTION, MLPTrainer, fit_val_rows, make_generator, minibatches
+from .mlp_common import (BATCH_SIZE, MLP_PATIENCE, VAL_FRACTION, MiniBatchClassifier, MLPTrainer, fit_val_rows,
+                         make_generator)
 from .mlp_ff import softmax_cross_entropy_grad
 
 FEEDBACK_KINDS = ("random", "sign")
@@ -179,7 +180,7 @@ def _layer_map(layer) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------- dfa (MLP)
-class DFAMLP(LocalLayer):
+class DFAMLP(MiniBatchClassifier, LocalLayer):
     """A ReLU MLP trained by direct feedback alignment.
 
     Args:
@@ -254,27 +255,6 @@ class DFAMLP(LocalLayer):
         for i, (gw, gb) in enumerate(updates):
             grads[f"weights.{i}"], grads[f"biases.{i}"] = gw, gb
         return loss, grads
-
-    @torch.no_grad()
-    def train_batch(self, xb: torch.Tensor, yb: torch.Tensor) -> float:
-        loss, grads = self.gradients(xb, yb)
-        self.apply_gradients(grads)
-        return float(loss)
-
-    @torch.no_grad()
-    def train_epoch(self, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = 64) -> float:
-        """One pass over ``(x, y)`` in seeded mini-batches; returns the mean batch loss."""
-        losses = [self.train_batch(x[idx], y[idx])
-                  for idx in minibatches(x.shape[0], batch_size, self.generator, x.device)]
-        return sum(losses) / max(len(losses), 1)
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return self(x).argmax(dim=1)
-
-    @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        return accuracy(self.predict(x), y)
 
 
 class DFAModel(Model):

@@ -38,7 +38,8 @@ from ..ops import linear_jvp_kernel
 from ..train.metrics import accuracy
 from ..train.options import Option, choice, positive_int
 from ..train.registry import Model, register
-from .mlp_common import BATCH_SIZE, VAL_FRACTION, MLPTrainer, fit_val_rows, make_generator, minibatches
+from .mlp_common import (BATCH_SIZE, VAL_FRACTION, MiniBatchClassifier, MLPTrainer, fit_val_rows, make_generator,
+                         minibatches)
 from .mlp_ff import softmax_cross_entropy_grad
 
 #: ``fg``: one global forward gradient; ``fg-local``: each layer's of its local loss;
@@ -232,7 +233,7 @@ class LinearStack(LocalLayer):
         self.apply_gradients(named)
 
 
-class ForwardGradientMLP(nn.Module):
+class ForwardGradientMLP(MiniBatchClassifier, nn.Module):
     """A ReLU MLP trained by forward gradients.
 
     Args:
@@ -388,14 +389,6 @@ class ForwardGradientMLP(nn.Module):
             dd = sum(float((gi.double() * vi.double()).sum()) for gi, vi in zip(flat_g, v))
             out["cosine_isotropic"] = flat_cosine([dd * vi for vi in v], flat_g)
         return out
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return self(x).argmax(dim=1)
-
-    @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        return accuracy(self.predict(x), y)
 
 
 class ForwardGradientModel(Model):

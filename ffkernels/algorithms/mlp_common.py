@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from ..train.metrics import accuracy
 from ..train.options import Option, positive_int
 from ..train.registry import Trainer
 
@@ -122,6 +123,35 @@ VAL_FRACTION = Option("val_fraction", float, 0.1, "fraction of the training rows
 #: The MLP algorithms' own defaults of the common options (docs/algorithms.md#ff): on a
 #: 144-row validation subset, the graph default of 100 validations would mean 200 epochs past the best.
 MLP_PATIENCE = 25
+
+
+class MiniBatchClassifier:
+    """What the MLPs trained on closed-form (or estimated) gradients share, mixed into an
+    ``nn.Module`` whose forward gives class scores: ``predict``/``evaluate``, and, for a class
+    with ``gradients(xb, yb) -> (loss, grads)``, ``apply_gradients(grads)`` and a ``generator``,
+    ``train_batch``/``train_epoch`` over seeded mini-batches."""
+
+    @torch.no_grad()
+    def train_batch(self, xb: torch.Tensor, yb: torch.Tensor) -> float:
+        loss, grads = self.gradients(xb, yb)
+        self.apply_gradients(grads)
+        return float(loss)
+
+    @torch.no_grad()
+    def train_epoch(self, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = 64) -> float:
+        """One pass over ``(x, y)`` in seeded mini-batches; returns the mean batch loss."""
+        losses = [self.train_batch(x[idx], y[idx])
+                  for idx in minibatches(x.shape[0], batch_size, self.generator, x.device)]
+        return sum(losses) / max(len(losses), 1)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self(x).argmax(dim=1)
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Accuracy (fraction)."""
+        return accuracy(self.predict(x), y)
 
 
 class MLPTrainer(Trainer):

@@ -22,11 +22,12 @@ from ..nn.optim import optimizer_factory
 from ..train.metrics import accuracy
 from ..train.options import Option, choice, positive_float
 from ..train.registry import Model, register
-from .mlp_common import BATCH_SIZE, MLP_PATIENCE, VAL_FRACTION, MLPTrainer, fit_val_rows, make_generator, minibatches
+from .mlp_common import (BATCH_SIZE, MLP_PATIENCE, VAL_FRACTION, MiniBatchClassifier, MLPTrainer, fit_val_rows,
+                         make_generator)
 from .mlp_ff import softmax_cross_entropy_grad
 
 
-class PEPITAMLP(LocalLayer):
+class PEPITAMLP(MiniBatchClassifier, LocalLayer):
     """A ReLU MLP trained by PEPITA.
 
     Args:
@@ -111,28 +112,6 @@ class PEPITAMLP(LocalLayer):
             if self.biases is not None:
                 grads[f"biases.{i}"] = delta.sum(0) / b
         return loss, grads
-
-    @torch.no_grad()
-    def train_batch(self, xb: torch.Tensor, yb: torch.Tensor) -> float:
-        loss, grads = self.gradients(xb, yb)
-        self.apply_gradients(grads)
-        return float(loss)
-
-    @torch.no_grad()
-    def train_epoch(self, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = 64) -> float:
-        """One pass over ``(x, y)`` in seeded mini-batches; returns the mean clean-pass loss."""
-        losses = [self.train_batch(x[idx], y[idx])
-                  for idx in minibatches(x.shape[0], batch_size, self.generator, x.device)]
-        return sum(losses) / max(len(losses), 1)
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return self(x).argmax(dim=1)
-
-    @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        """Accuracy (fraction)."""
-        return accuracy(self.predict(x), y)
 
 
 class PEPITAModel(Model):
