@@ -251,7 +251,29 @@ def print_table(reports, summary, task, stream=None):
         stream.write("  ".join(c.rjust(w) for c, w in zip(r, widths)) + "\n")
     if first.get("stopped"):
         stream.write(f"stopped after {first['total_epochs']} epochs (--stop-after-epochs); continue with --resume\n")
+    for r in reports:
+        _print_gradient_diagnostics(r, stream)
     stream.flush()
+
+
+#: report keys of the forward-gradient diagnostics (``--diagnostics``) and how the study names them
+_COSINES = (("grad_cosine", "the run's estimate"), ("grad_cosine_isotropic", "isotropic forward gradient"),
+            ("grad_cosine_local", "local-loss gradient"))
+
+
+def _print_gradient_diagnostics(report, stream) -> None:
+    """The small study of ``--diagnostics``: cosines of the estimators to the true gradient."""
+    if not report.get("diagnostics_samples"):
+        return
+    stream.write(f"split {report['split']}: cosine to the true gradient (autograd), "
+                 f"{report['diagnostics_samples']} samples every {report['diagnostics_every']} steps "
+                 f"(mean over the run / over its last tenth):\n")
+    for key, label in _COSINES:
+        if report.get(key) is not None:
+            stream.write(f"  {label:28s} {report[key]:+.4f} / {report[key + '_last']:+.4f}\n")
+    per_layer = report.get("grad_cosine_per_layer")
+    if per_layer:
+        stream.write("  per layer (the run's estimate)  " + "  ".join(f"{c:+.3f}" for c in per_layer) + "\n")
 
 
 def _write_json(payload, path):

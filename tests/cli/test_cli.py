@@ -158,3 +158,15 @@ def test_python_dash_m_entry_point():
                           text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_diagnostics_prints_the_cosine_study(capsys):
+    """--diagnostics: the table is followed by the cosines of the estimators to the true gradient."""
+    assert main(["train", "--dataset", "digits", "--algo", "fg-guess", "--epochs", "2", "--diagnostics",
+                 "--diagnostics-every", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "cosine to the true gradient" in out
+    line = next(x for x in out.splitlines() if "isotropic forward gradient" in x)
+    mean, last = (float(v) for v in line.split()[-3::2])
+    assert -1.0 <= mean <= 1.0 and -1.0 <= last <= 1.0
+    assert "per layer" in out
