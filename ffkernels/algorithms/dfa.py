@@ -35,8 +35,8 @@ from ..train.metrics import accuracy
 from ..train.options import choice, positive_float
 from ..train.registry import Model, Trainer, register
 from .common import build_layer
-from .mlp_common import (BATCH_SIZE, MLP_PATIENCE, VAL_FRACTION, MiniBatchClassifier, MLPTrainer, fit_val_rows,
-                         make_generator)
+from .mlp_common import (BATCH_SIZE, MLP_PATIENCE, VAL_FRACTION, MiniBatchClassifier, MLPTrainer,
+                         NetClassifierModel, make_generator)
 from .mlp_ff import softmax_cross_entropy_grad
 
 FEEDBACK_KINDS = ("random", "sign")
@@ -257,7 +257,7 @@ class DFAMLP(MiniBatchClassifier, LocalLayer):
         return loss, grads
 
 
-class DFAModel(Model):
+class DFAModel(NetClassifierModel, Model):
     """A :class:`DFAMLP` built from the run's options (``layers`` weight layers, the output
     layer included)."""
 
@@ -273,20 +273,9 @@ class DFAModel(Model):
         return self.net.weights
 
     @torch.no_grad()
-    def predict(self, data) -> torch.Tensor:
-        return self.net.predict(data.x)
-
-    @torch.no_grad()
     def embed(self, data) -> list:
         """Every weight layer's output ``h_1 .. h_L`` (the last: the logits)."""
         return self.net.activities(data.x.to(self.net.device))[1:]
-
-    @torch.no_grad()
-    def evaluate(self, data) -> dict:
-        fit, val = fit_val_rows(data, self.options.get("val_fraction", 0.1))
-        pred = self.predict(data)
-        return {name: accuracy(pred, data.y, idx) for name, idx in
-                (("val_accuracy", val), ("test_accuracy", data.test_idx), ("train_accuracy", fit))}
 
 
 class DFATrainer(MLPTrainer):

@@ -35,11 +35,10 @@ from torch import nn
 from ..nn import LocalLayer
 from ..nn.optim import OPTIMIZERS, optimizer_factory
 from ..ops import linear_jvp_kernel
-from ..train.metrics import accuracy
 from ..train.options import Option, choice, positive_int
 from ..train.registry import Model, register
-from .mlp_common import (BATCH_SIZE, VAL_FRACTION, MiniBatchClassifier, MLPTrainer, fit_val_rows, make_generator,
-                         minibatches)
+from .mlp_common import (BATCH_SIZE, VAL_FRACTION, MiniBatchClassifier, MLPTrainer, NetClassifierModel,
+                         make_generator, minibatches)
 from .mlp_ff import softmax_cross_entropy_grad
 
 #: ``fg``: one global forward gradient; ``fg-local``: each layer's of its local loss;
@@ -391,7 +390,7 @@ class ForwardGradientMLP(MiniBatchClassifier, nn.Module):
         return out
 
 
-class ForwardGradientModel(Model):
+class ForwardGradientModel(NetClassifierModel, Model):
     """A :class:`ForwardGradientMLP` built from the run's options (``layers`` weight layers, the
     output layer included; the mode from the algorithm's variant)."""
 
@@ -408,20 +407,9 @@ class ForwardGradientModel(Model):
         return self.net.body.weights
 
     @torch.no_grad()
-    def predict(self, data) -> torch.Tensor:
-        return self.net.predict(data.x)
-
-    @torch.no_grad()
     def embed(self, data) -> list:
         """Every weight layer's output ``h_1 .. h_L`` (the last: the logits)."""
         return self.net.activities(data.x.to(self.net.device))
-
-    @torch.no_grad()
-    def evaluate(self, data) -> dict:
-        fit, val = fit_val_rows(data, self.options.get("val_fraction", 0.1))
-        pred = self.predict(data)
-        return {name: accuracy(pred, data.y, idx) for name, idx in
-                (("val_accuracy", val), ("test_accuracy", data.test_idx), ("train_accuracy", fit))}
 
 
 def _mean(values: list):

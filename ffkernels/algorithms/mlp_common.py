@@ -154,6 +154,22 @@ class MiniBatchClassifier:
         return accuracy(self.predict(x), y)
 
 
+class NetClassifierModel:
+    """Mixed into a :class:`~ffkernels.train.Model` whose ``self.net`` is a
+    :class:`MiniBatchClassifier`: prediction and the run's three accuracies."""
+
+    @torch.no_grad()
+    def predict(self, data) -> torch.Tensor:
+        return self.net.predict(data.x)
+
+    @torch.no_grad()
+    def evaluate(self, data) -> dict:
+        fit, val = fit_val_rows(data, self.options.get("val_fraction", 0.1))
+        pred = self.predict(data)
+        return {name: accuracy(pred, data.y, idx) for name, idx in
+                (("val_accuracy", val), ("test_accuracy", data.test_idx), ("train_accuracy", fit))}
+
+
 class MLPTrainer(Trainer):
     """The simultaneous schedule of an MLP family: one stage; an epoch is one pass of seeded
     mini-batches over the fit rows (``model.net.train_epoch``, every layer one local step per

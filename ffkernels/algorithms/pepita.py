@@ -19,11 +19,10 @@ from torch import nn
 
 from ..nn import LocalLayer
 from ..nn.optim import optimizer_factory
-from ..train.metrics import accuracy
 from ..train.options import Option, choice, positive_float
 from ..train.registry import Model, register
-from .mlp_common import (BATCH_SIZE, MLP_PATIENCE, VAL_FRACTION, MiniBatchClassifier, MLPTrainer, fit_val_rows,
-                         make_generator)
+from .mlp_common import (BATCH_SIZE, MLP_PATIENCE, VAL_FRACTION, MiniBatchClassifier, MLPTrainer,
+                         NetClassifierModel, make_generator)
 from .mlp_ff import softmax_cross_entropy_grad
 
 
@@ -114,7 +113,7 @@ class PEPITAMLP(MiniBatchClassifier, LocalLayer):
         return loss, grads
 
 
-class PEPITAModel(Model):
+class PEPITAModel(NetClassifierModel, Model):
     """A :class:`PEPITAMLP` built from the run's options (``layers`` weight layers, the output
     layer included)."""
 
@@ -131,20 +130,9 @@ class PEPITAModel(Model):
         return self.net.weights
 
     @torch.no_grad()
-    def predict(self, data) -> torch.Tensor:
-        return self.net.predict(data.x)
-
-    @torch.no_grad()
     def embed(self, data) -> list:
         """Every weight layer's output ``h_1 .. h_L`` (the last: the logits)."""
         return self.net.activities(data.x.to(self.net.device))[1:]
-
-    @torch.no_grad()
-    def evaluate(self, data) -> dict:
-        fit, val = fit_val_rows(data, self.options.get("val_fraction", 0.1))
-        pred = self.predict(data)
-        return {name: accuracy(pred, data.y, idx) for name, idx in
-                (("val_accuracy", val), ("test_accuracy", data.test_idx), ("train_accuracy", fit))}
 
 
 class PEPITATrainer(MLPTrainer):

@@ -100,6 +100,18 @@ def _resolve_weight(graph: Graph, edge_weight, acc_dtype):
     return None
 
 
+def _check_linear(x: torch.Tensor, weight: torch.Tensor) -> None:
+    """``x`` ``[N, Din]`` and ``weight`` ``[Dout, Din]`` of one dtype and device (a linear op's input)."""
+    check_float(x, "x", ndim=2)
+    check_float(weight, "weight", ndim=2)
+    if weight.shape[1] != x.shape[1]:
+        raise ValueError(f"weight must have shape [Dout, {x.shape[1]}] to match x's {x.shape[1]} "
+                         f"columns, got {tuple(weight.shape)}")
+    if weight.dtype != x.dtype:
+        raise TypeError(f"weight dtype {weight.dtype} does not match x dtype {x.dtype}")
+    check_same_device("weight", weight, x.device, "x")
+
+
 def aggregate(graph: Graph, x: torch.Tensor, reduce: str = "sum", edge_weight: torch.Tensor | None = None,
               backend: str | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """Sparse neighbourhood aggregation over the graph's incoming edges.
@@ -258,14 +270,7 @@ def linear_goodness_step(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
         ``(loss, goodness, grad_weight, grad_bias, h)``: ``grad_weight`` ``[Dout, Din]``,
         ``grad_bias`` ``[Dout]`` (None without bias), ``h = ReLU(z)`` ``[N, Dout]``.
     """
-    check_float(x, "x", ndim=2)
-    check_float(weight, "weight", ndim=2)
-    if weight.shape[1] != x.shape[1]:
-        raise ValueError(f"weight must have shape [Dout, {x.shape[1]}] to match x's {x.shape[1]} "
-                         f"columns, got {tuple(weight.shape)}")
-    if weight.dtype != x.dtype:
-        raise TypeError(f"weight dtype {weight.dtype} does not match x dtype {x.dtype}")
-    check_same_device("weight", weight, x.device, "x")
+    _check_linear(x, weight)
     if bias is not None:
         check_float(bias, "bias", ndim=1)
         if bias.shape[0] != weight.shape[0]:
@@ -341,14 +346,7 @@ def linear_jvp(x: torch.Tensor, dx: torch.Tensor | None, weight: torch.Tensor, t
         ValueError: mismatched shapes or devices (naming the argument).
         RuntimeError: grad mode on and an input requiring grad (no reverse-mode formula).
     """
-    check_float(x, "x", ndim=2)
-    check_float(weight, "weight", ndim=2)
-    if weight.shape[1] != x.shape[1]:
-        raise ValueError(f"weight must have shape [Dout, {x.shape[1]}] to match x's {x.shape[1]} "
-                         f"columns, got {tuple(weight.shape)}")
-    if weight.dtype != x.dtype:
-        raise TypeError(f"weight dtype {weight.dtype} does not match x dtype {x.dtype}")
-    check_same_device("weight", weight, x.device, "x")
+    _check_linear(x, weight)
     if dx is not None:
         _check_like(dx, "dx", x, "x")
     if tangent_weight is not None:
