@@ -164,21 +164,17 @@ class RowsOperand:
             z += bias
         return z
 
-    def dropped(self, rows: int, p: float, generator: torch.Generator) -> "RowsOperand":
-        """A copy with inverted dropout (probability ``p``) on the entries of its first ``rows``
-        rows (the training rows; the virtual rows stay whole). Sparse form: the dropout hits the
-        non-zeros of ``S`` (the real nodes' aggregated features); the virtual nodes' low-rank
-        term is kept."""
-        scale = 1.0 / (1.0 - p)
+    def to_dense(self) -> torch.Tensor:
+        """``M`` as a dense ``[R, Fin]`` tensor (meant for a few rows, e.g. the virtual nodes')."""
         if self.dense is not None:
-            block = self.dense[:rows]
-            keep = keep_mask(block.shape, p, generator, block.device)
-            return RowsOperand(dense=torch.cat([block * keep * scale, self.dense[rows:]]))
-        values = self.sparse.values
-        end = int(self.sparse.rowptr[rows])
-        kept = values.clone()
-        kept[:end] *= keep_mask(end, p, generator, values.device).to(values.dtype) * scale
-        return RowsOperand(sparse=self.sparse, coef=self.coef, xv=self.xv, blocks=self.blocks, values=kept)
+            return self.dense
+        s, rows = self.sparse, self.sparse.shape[0]
+        values = s.values if self.values is None else self.values
+        m = _csr_tensor(s.rowptr[: rows + 1].to(torch.int64), s.col.to(torch.int64), values, s.shape).to_dense()
+        f, c = self.xv.shape[1], self.xv.shape[0]
+        for b in range(self.blocks):
+            m[:, b * f:(b + 1) * f].addmm_(self.coef[:, b * c:(b + 1) * c], self.xv)
+        return m
 
     def grad_weight(self, grad_z: torch.Tensor) -> torch.Tensor:
         """``grad_z^T M`` ``[Dout, Fin]``."""
@@ -189,6 +185,119 @@ class RowsOperand:
         for b in range(self.blocks):
             gw[:, b * f:(b + 1) * f].addmm_(grad_z.t() @ self.coef[:, b * c:(b + 1) * c], self.xv)
         return gw
+
+
+class ReceptiveFieldOperand:
+    """The step rows' input ``M = [A_t X_K ; M_V]`` kept factored, so that input dropout can hit
+    the input features before the aggregation (as PyG's GCN examples drop ``x`` before a conv).
+
+    ``a``: per weight block, the aggregation rows of the ``R`` training rows over their receptive
+    field ``field`` (``K``: sorted node indices; each block a :class:`_CSR` ``[R, |K|]``, an
+    identity block a row selection); ``x``: the
+    field's normalised input, a :class:`_CSR` (sparse first layer) or dense ``[|K|, F]``;
+    ``k_real``: the dense field's first ``k_real`` rows are real nodes (dropped out), the rest
+    virtual nodes (kept whole); ``coef``/``xv``: the sparse form's low-rank term of the virtual
+    nodes' own features in the training rows (see :class:`RowsOperand`), kept whole; ``virtual``:
+    the ``C`` virtual rows' prepared input, dense ``[C, B*F]``, kept whole.
+
+    The product runs in the cheaper order: a sparse field transforms first (``P = X_K W_b^T`` then
+    ``A_b P``: on Cora-ML's first layer the aggregated rows hold 3x the non-zeros of ``X``); a
+    dense field aggregates first (``A_t X_K`` then one GEMM over the ``R`` rows). Without dropout
+    the dense aggregation is computed once and reused.
+    """
+
+    def __init__(self, a, x, field, k_real, virtual, coef=None, xv=None, values=None):
+        self.a, self.x, self.field, self.k_real, self.virtual = a, x, field, k_real, virtual
+        self.coef, self.xv, self.values = coef, xv, values
+        self.sparse = isinstance(x, _CSR)
+        self.num_train = a[0].shape[0]
+        self._aggregated = None  # dense form: A_t X_K, kept for the step's weight gradient
+
+    @property
+    def num_rows(self) -> int:
+        return self.num_train + self.virtual.shape[0]
+
+    def dropped(self, p: float, generator: torch.Generator) -> "ReceptiveFieldOperand":
+        """A copy with inverted dropout (probability ``p``) on the real nodes' input features."""
+        scale = 1.0 / (1.0 - p)
+        if self.sparse:  # the non-zeros of X_K (its zeros stay zero either way)
+            values = self.x.values
+            kept = values.mul(scale).masked_fill_(~keep_mask(values.numel(), p, generator, values.device), 0.0)
+            return ReceptiveFieldOperand(self.a, self.x, self.field, self.k_real, self.virtual, self.coef, self.xv, kept)
+        real = self.x[: self.k_real]
+        keep = keep_mask(real.shape, p, generator, real.device)
+        x = torch.cat([real.mul(scale).masked_fill_(~keep, 0.0), self.x[self.k_real:]])
+        return ReceptiveFieldOperand(self.a, x, self.field, self.k_real, self.virtual)
+
+    def _blocks(self, weight: torch.Tensor):
+        f = self.virtual.shape[1] // len(self.a)
+        return [weight[:, b * f:(b + 1) * f] for b in range(len(self.a))]
+
+    def _aggregate(self) -> torch.Tensor:
+        if self._aggregated is None:
+            parts = [a.matmul(self.x) for a in self.a]
+            self._aggregated = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+        return self._aggregated
+
+    def matmul_wt(self, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """``M W^T + b`` ``[R + C, Dout]``: the training rows, then the virtual rows."""
+        d = weight.shape[0]
+        z = torch.empty(self.num_rows, d, dtype=weight.dtype, device=weight.device)
+        zt = z[: self.num_train]
+        if self.sparse:
+            w_blocks = self._blocks(weight)
+            wt = torch.cat([w.t() for w in w_blocks], 1) if len(w_blocks) > 1 else weight.t()
+            p = self.x.matmul(wt, self.values)  # [K, B*Dout]
+            zt.zero_()
+            for b, a in enumerate(self.a):
+                zt += a.matmul(p if len(self.a) == 1 else p[:, b * d:(b + 1) * d].contiguous())
+            c = self.xv.shape[0]
+            for b, w in enumerate(w_blocks):
+                zt.addmm_(self.coef[:, b * c:(b + 1) * c], self.xv @ w.t())
+        else:
+            torch.mm(self._aggregate(), weight.t(), out=zt)
+        torch.mm(self.virtual, weight.t(), out=z[self.num_train:])
+        if bias is not None:
+            z += bias
+        return z
+
+    def grad_weight(self, grad_z: torch.Tensor) -> torch.Tensor:
+        """``grad_z^T M`` ``[Dout, B*F]``."""
+        gt, gv = grad_z[: self.num_train], grad_z[self.num_train:]
+        if self.sparse:
+            d, c = grad_z.shape[1], self.xv.shape[0]
+            g = [a.matmul_t(gt) for a in self.a]  # A_b^T grad: [K, Dout] each
+            xtg = self.x.matmul_t(g[0] if len(g) == 1 else torch.cat(g, 1), self.values)  # [F, B*Dout]
+            gw = torch.cat([xtg[:, b * d:(b + 1) * d].t() for b in range(len(g))], 1)
+            f = xtg.shape[0]
+            for b in range(len(g)):
+                gw[:, b * f:(b + 1) * f].addmm_(gt.t() @ self.coef[:, b * c:(b + 1) * c], self.xv)
+        else:
+            gw = gt.t() @ self._aggregate()
+        return gw.addmm_(gv.t(), self.virtual)
+
+
+def _field_rows(ops_blocks, rows: torch.Tensor, n_total: int, dtype):
+    """The aggregation rows ``rows`` of each block over their receptive field: ``(K, blocks)``
+    with ``K`` the sorted field (indices into the ``n_total`` nodes) and each block a sparse CSR
+    ``[len(rows), |K|]``."""
+    dev = rows.device
+    selected = []
+    for op in ops_blocks:
+        if op is None:  # the identity block: a row selection
+            ones = torch.ones(rows.numel(), dtype=dtype, device=dev)
+            selected.append((torch.arange(rows.numel() + 1, device=dev), rows.to(torch.int64), ones))
+        else:
+            csr = _select_csr_rows(op, rows)
+            selected.append((csr.crow_indices(), csr.col_indices(), csr.values()))
+    used = torch.zeros(n_total, dtype=torch.bool, device=dev)
+    for _, col, _ in selected:
+        used[col] = True
+    field = used.nonzero().view(-1)
+    position = torch.cumsum(used, 0) - 1
+    blocks = [_csr_tensor(crow, position.index_select(0, col), values, (rows.numel(), field.numel()))
+              for crow, col, values in selected]
+    return field, blocks
 
 
 SPARSE_DENSITY = 0.3  # below this fraction of non-zeros the sparse + low-rank form is used
@@ -294,10 +403,11 @@ def _hstack_csr(parts: list) -> torch.Tensor:
 
 
 def _sparse_operands(layer, h_in, problem, row_sets, blocks):
-    """The sparse + low-rank :class:`RowsOperand` of each row set, built sparse throughout: the
-    real nodes' features go to CSR once, are normalised and aggregated as sparse matrices (an
-    SpGEMM with the layer's aggregation operator), and only the gathered rows are kept. None when
-    the aggregated features are too dense for the sparse form to pay."""
+    """The sparse + low-rank :class:`RowsOperand` of each row set (the training rows'
+    :class:`ReceptiveFieldOperand` for :data:`TRAIN_FIELD`), built sparse throughout: the real
+    nodes' features go to CSR once, are normalised and aggregated as sparse matrices (an SpGEMM
+    with the layer's aggregation operator), and only the gathered rows are kept. None when the
+    aggregated features are too dense for the sparse form to pay."""
     ops_blocks = _aggregation_blocks(layer, problem.vg.graph, h_in.dtype)
     if ops_blocks is None or len(ops_blocks) != blocks:
         return None
@@ -306,7 +416,6 @@ def _sparse_operands(layer, h_in, problem, row_sets, blocks):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         parts = [xn if op is None else op @ xn for op in ops_blocks]
-    del xn
     s_full = _hstack_csr(parts)
     del parts
     if s_full.values().numel() >= SPARSE_DENSITY * s_full.shape[0] * s_full.shape[1]:
@@ -317,10 +426,22 @@ def _sparse_operands(layer, h_in, problem, row_sets, blocks):
     coef_full = _prepare_unnormalized(layer, indicator, problem.vg.graph)
     out = []
     for rows in row_sets:
+        if isinstance(rows, str) and rows == TRAIN_FIELD:
+            field, a = _field_rows(ops_blocks, problem.train_idx, n_total, h_in.dtype)
+            virtual = RowsOperand(sparse=_CSR(_select_csr_rows(s_full, virtual_idx)), xv=xv, blocks=blocks,
+                                  coef=coef_full.index_select(0, virtual_idx).contiguous()).to_dense()
+            out.append(ReceptiveFieldOperand([_CSR(m) for m in a], _CSR(_select_csr_rows(xn, field)), field,
+                                             int((field < n_real).sum()), virtual, xv=xv,
+                                             coef=coef_full.index_select(0, problem.train_idx).contiguous()))
+            continue
         csr = s_full if rows is None else _select_csr_rows(s_full, rows)
         coef = coef_full if rows is None else coef_full.index_select(0, rows).contiguous()
         out.append(RowsOperand(sparse=_CSR(csr), coef=coef, xv=xv, blocks=blocks))
     return out
+
+
+#: A ``row_sets`` entry of :func:`make_row_operands`: the training rows' :class:`ReceptiveFieldOperand`.
+TRAIN_FIELD = "train_field"
 
 
 @torch.no_grad()
@@ -331,7 +452,8 @@ def make_row_operands(layer, h_in: torch.Tensor, problem: "SFProblem", row_sets,
     The sparse form is used when the layer's prepare is linear in the normalised input (GCN,
     SAGE) and the real nodes' aggregated features are sparse (built without a dense temporary
     of the input's size); else the dense gathered rows. A ``None`` entry in ``row_sets`` means
-    all rows (the dense form is then the prepared input itself, not a copy).
+    all rows (the dense form is then the prepared input itself, not a copy); a
+    :data:`TRAIN_FIELD` entry, the training rows' :class:`ReceptiveFieldOperand` (GCN, SAGE).
     ``consume_input=True`` lets the dense form normalise ``h_in`` in place: a frozen layer's
     cached output is needed only to build the next layer's input, so greedy training holds one
     ``[N, D]`` activation less and its peak does not grow with depth.
@@ -345,12 +467,22 @@ def make_row_operands(layer, h_in: torch.Tensor, problem: "SFProblem", row_sets,
         out = _sparse_operands(layer, h_in, problem, row_sets, blocks)
         if out is not None:
             return out
-    if consume_input:
-        prepared = _prepare_unnormalized(layer, normalize_rows(h_in, layer.normalize, inplace=True), graph)
-    else:
-        prepared = layer.prepare(h_in, graph)
-    return [RowsOperand(dense=prepared if rows is None else prepared.index_select(0, rows).contiguous())
-            for rows in row_sets]
+    normalized = normalize_rows(h_in, layer.normalize, inplace=consume_input)
+    prepared = _prepare_unnormalized(layer, normalized, graph)
+    out = []
+    for rows in row_sets:
+        if isinstance(rows, str) and rows == TRAIN_FIELD:
+            ops_blocks = _aggregation_blocks(layer, graph, h_in.dtype)
+            if ops_blocks is None:
+                raise ValueError(f"{type(layer).__name__}: no receptive-field operand (its prepare is not a "
+                                 f"sparse linear aggregation)")
+            field, a = _field_rows(ops_blocks, problem.train_idx, h_in.shape[0], h_in.dtype)
+            out.append(ReceptiveFieldOperand([_CSR(m) for m in a], normalized.index_select(0, field), field,
+                                             int((field < problem.num_real).sum()),
+                                             prepared.index_select(0, problem.virtual_idx)))
+        else:
+            out.append(RowsOperand(dense=prepared if rows is None else prepared.index_select(0, rows).contiguous()))
+    return out
 
 
 class _LinearStepper:
@@ -359,8 +491,12 @@ class _LinearStepper:
     def __init__(self, layer, h_in: torch.Tensor, problem: "SFProblem", tau: float, consume_input: bool = False,
                  dropout: float = 0.0, input_dropout: float = 0.0, generator: torch.Generator | None = None):
         self.layer, self.problem, self.tau = layer, problem, tau
+        # the training rows' input stays factored (A_t X_K) only where it pays: input dropout acts on
+        # the input features before the aggregation, and a sparse first layer transforms first
+        factored = input_dropout > 0 or _density(h_in) < SPARSE_DENSITY
         self.step_input, self.val_input, self.full = make_row_operands(
-            layer, h_in, problem, (problem.step_rows, problem.val_rows, None), consume_input=consume_input)
+            layer, h_in, problem, (TRAIN_FIELD if factored else problem.step_rows, problem.val_rows, None),
+            consume_input=consume_input)
         self.nv = problem.val_idx.numel()
         self.dropout, self.input_dropout, self.generator = dropout, input_dropout, generator
 
@@ -369,8 +505,8 @@ class _LinearStepper:
         layer, p = self.layer, self.problem
         rows = p.local_train.numel()
         operand = self.step_input
-        if self.input_dropout > 0:  # inverted dropout of the training rows' (aggregated) input
-            operand = operand.dropped(rows, self.input_dropout, self.generator)
+        if self.input_dropout > 0:  # inverted dropout of the real nodes' input features, before aggregation
+            operand = operand.dropped(self.input_dropout, self.generator)
         h = operand.matmul_wt(layer.weight, layer.bias).relu_()
         keep = None
         if self.dropout > 0:  # and of their hidden units before the loss (the virtual rows stay whole)
@@ -516,8 +652,9 @@ class SFModel(Model):
 
 DROPOUT = Option("dropout", float, 0.5, "inverted dropout of the training rows' hidden units before the SF loss",
                  minimum=0.0, maximum=0.95)
-INPUT_DROPOUT = Option("input_dropout", float, 0.2, "inverted dropout of the training rows' aggregated input "
-                       "(the virtual nodes' rows stay whole)", minimum=0.0, maximum=0.95)
+INPUT_DROPOUT = Option("input_dropout", float, 0.2, "inverted dropout of the real nodes' input features before "
+                       "the aggregation (GAT: of the training rows' input); the virtual nodes stay whole",
+                       minimum=0.0, maximum=0.95)
 SELECT_LAYERS = Option("select_layers", bool, True, "inference sums only the first k layers, k chosen by the "
                        "validation accuracy of the summed prediction (the model keeps k)")
 

@@ -8,7 +8,9 @@ import torch.nn.functional as F
 from ffkernels import ops
 from ffkernels.datasets import synthetic
 from ffkernels.algorithms.common import augment_with_virtual_nodes
-from ffkernels.algorithms.forwardgnn import RowsOperand, _LinearStepper, make_row_operands
+from ffkernels.algorithms.forwardgnn import (TRAIN_FIELD, ReceptiveFieldOperand, RowsOperand, _LinearStepper,
+                                            _prepare_unnormalized, make_row_operands)
+from ffkernels.nn.functional import normalize_rows
 from ffkernels.testing import build_trainer
 from ffkernels.train.metrics import accuracy
 
@@ -108,12 +110,12 @@ def test_trainer_row_gathered_step_matches_autograd(model):
     """The trainer's step (sparse + low-rank first-layer input, gathered rows) = autograd of the
     SF loss of the full layer on the augmented graph."""
     data = _small_data()
-    x = data.x.clamp_min(0.6) - 0.6  # sparse, non-negative features: exercises the sparse form
+    x = (data.x - 0.4).clamp_min(0)  # sparse (1.5% non-zeros), non-negative: the sparse form
     data.x = x
     trainer = build_trainer("sf", data, model=model, layers=1, hidden=16)
     p, layer = trainer.problem, trainer.model.layers[0]
     stepper = _LinearStepper(layer, p.vg.x, p, 1.0)
-    assert stepper.step_input.sparse is not None
+    assert isinstance(stepper.step_input, ReceptiveFieldOperand) and stepper.step_input.sparse
     captured = {}
     layer.apply_gradients = lambda grads: captured.update(grads)
     stepper.step()
@@ -132,7 +134,7 @@ def test_rows_operand_dense_and_sparse_agree(model, weighted):
     """The sparse-throughout first-layer operand (CSR features, SpGEMM aggregation, gathered rows)
     equals the dense prepared input, on a graph with self loops and, weighted, edge weights."""
     data = _small_data()
-    data.x = data.x.clamp_min(0.6) - 0.6
+    data.x = (data.x - 0.4).clamp_min(0)
     loops = torch.arange(0, 40, 3)
     data.edge_index = torch.cat([data.edge_index, torch.stack([loops, loops])], 1)
     if weighted:
@@ -169,3 +171,73 @@ def test_top_to_loss_gradient_matches_autograd():
     F.cross_entropy(m[p.train_idx] @ m[p.virtual_idx].t(), p.y_train).backward()
     torch.testing.assert_close(captured[0]["weight"], w0.grad, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(captured[0]["bias"], b0.grad, rtol=1e-4, atol=1e-6)
+
+
+def _field_case(model, sparse, weighted):
+    data = _small_data()
+    data.x = data.x.double()
+    if sparse:  # about 1.5% non-zeros: the aggregated first-layer input stays sparse
+        data.x = (data.x - 0.4).clamp_min(0)
+    loops = torch.arange(0, 40, 3)
+    data.edge_index = torch.cat([data.edge_index, torch.stack([loops, loops])], 1)
+    if weighted:
+        data.edge_weight = torch.rand(data.edge_index.shape[1], generator=torch.Generator().manual_seed(2)) + 0.5
+    trainer = build_trainer("sf", data, model=model, layers=1, hidden=16)
+    layer = trainer.model.layers[0].double()
+    return trainer.problem, layer
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("sparse", [True, False], ids=["sparse", "dense"])
+@pytest.mark.parametrize("model", ["gcn", "sage"])
+def test_receptive_field_operand_matches_gathered_rows(model, sparse, weighted):
+    """The factored training-rows operand (A_t X_K; transform-first when sparse) = the gathered
+    rows of the prepared input, forward and weight gradient, float64."""
+    p, layer = _field_case(model, sparse, weighted)
+    with torch.no_grad():
+        field, rows = make_row_operands(layer, p.vg.x, p, (TRAIN_FIELD, p.step_rows))
+        assert isinstance(field, ReceptiveFieldOperand) and field.sparse == sparse
+        assert field.num_rows == p.step_rows.numel()
+        torch.testing.assert_close(field.matmul_wt(layer.weight, layer.bias), rows.matmul_wt(layer.weight, layer.bias),
+                                   rtol=1e-12, atol=1e-12)
+        g = torch.randn(field.num_rows, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+        torch.testing.assert_close(field.grad_weight(g), rows.grad_weight(g), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("sparse", [True, False], ids=["sparse", "dense"])
+@pytest.mark.parametrize("model", ["gcn", "sage"])
+def test_input_dropout_hits_input_features_before_aggregation(model, sparse):
+    """A dropped-out step operand = the layer's prepare of the input with the real nodes'
+    features dropped (one mask per node and feature, scaled by 1/(1-p)) on the training rows,
+    and of the whole input on the virtual rows; its gradient is autograd's of that product."""
+    p, layer = _field_case(model, sparse, weighted=False)
+    q = 0.4
+    with torch.no_grad():
+        (field,) = make_row_operands(layer, p.vg.x, p, (TRAIN_FIELD,))
+        dropped = field.dropped(q, torch.Generator().manual_seed(7))
+        xn = normalize_rows(p.vg.x, layer.normalize)
+        x_field = dropped.x if not sparse else torch.sparse_csr_tensor(
+            dropped.x.rowptr[: field.field.numel() + 1].long(), dropped.x.col.long(), dropped.values,
+            dropped.x.shape).to_dense()
+        real = field.field[: field.k_real]
+        kept = x_field[: field.k_real] != 0
+        original = xn.index_select(0, real)
+        # every kept entry is scaled, every other one zeroed, at about the rate q
+        torch.testing.assert_close(x_field[: field.k_real][kept], original[kept] / (1 - q))
+        nonzero = original != 0
+        assert nonzero.sum() > 200 and abs(float((~kept & nonzero).sum() / nonzero.sum()) - q) < 0.08
+        x_drop = xn.clone()
+        x_drop[real] = x_field[: field.k_real]
+    w = layer.weight.detach().clone().requires_grad_(True)
+    m_train = _prepare_unnormalized(layer, x_drop, p.vg.graph)[p.train_idx]
+    m_virtual = layer.prepare(p.vg.x, p.vg.graph)[p.virtual_idx]
+    z = torch.cat([m_train, m_virtual]) @ w.t() + layer.bias.detach()
+    g = torch.randn_like(z)
+    (z * g).sum().backward()
+    with torch.no_grad():
+        torch.testing.assert_close(dropped.matmul_wt(layer.weight, layer.bias), z.detach(), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(dropped.grad_weight(g), w.grad, rtol=1e-12, atol=1e-12)
+        # the undropped operand is untouched (a step's dropout never leaks into the next)
+        torch.testing.assert_close(field.matmul_wt(layer.weight, layer.bias),
+                                   make_row_operands(layer, p.vg.x, p, (p.step_rows,))[0].matmul_wt(
+                                       layer.weight, layer.bias), rtol=1e-12, atol=1e-12)
