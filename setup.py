@@ -42,7 +42,8 @@ def extensions():
     sources = sorted(glob.glob("python/*.cpp") + glob.glob("csrc/ops/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     defines = [("FFKERNELS_VERSION", f'"{version}"'), ("FFKERNELS_TORCH_VERSION", f'"{torch.__version__}"')]
     # Portable x86-64 code (no -march=native: the wheel must run on other machines); the
-    # aggregate kernels also carry an AVX2 variant chosen at run time (csrc/cpu/cpu_isa.h).
+    # kernels also carry AVX2 variants (the aggregation an AVX-512 one too) chosen at run time
+    # (csrc/cpu/cpu_isa.h).
     cxx = ["-O3", "-g0", "-fopenmp", "-fno-math-errno", "-fvisibility=hidden", "-Wno-unused-parameter"]
     extra_link = ["-fopenmp"]
     cuda = with_cuda()

@@ -36,6 +36,12 @@ template <typename scalar_t, typename acc_t, typename index_t>
 AggregateTaskFn select_aggregate_task(int reduce, bool weighted);
 }  // namespace avx2
 
+namespace avx512 {
+// Defined (and explicitly instantiated) in aggregate_kernel_avx512.cpp.
+template <typename scalar_t, typename acc_t, typename index_t>
+AggregateTaskFn select_aggregate_task(int reduce, bool weighted);
+}  // namespace avx512
+
 namespace {
 
 int parse_reduce(c10::string_view reduce) {
@@ -88,7 +94,9 @@ std::vector<AggregateTask> plan_tasks(const index_t* rowptr, int64_t num_rows, i
 
 template <typename scalar_t, typename acc_t, typename index_t>
 AggregateTaskFn pick_task_fn(int reduce, bool weighted) {
-  if (best_cpu_isa() == CpuIsa::kAvx2) return avx2::select_aggregate_task<scalar_t, acc_t, index_t>(reduce, weighted);
+  const CpuIsa isa = best_cpu_isa();
+  if (isa == CpuIsa::kAvx512) return avx512::select_aggregate_task<scalar_t, acc_t, index_t>(reduce, weighted);
+  if (isa == CpuIsa::kAvx2) return avx2::select_aggregate_task<scalar_t, acc_t, index_t>(reduce, weighted);
   return baseline::select_aggregate_task<scalar_t, acc_t, index_t>(reduce, weighted);
 }
 

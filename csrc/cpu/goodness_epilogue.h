@@ -1,5 +1,5 @@
 // The fused goodness / loss / gradient epilogue shared by goodness_loss_grad and
-// linear_goodness_step (ALGORITHMS.md 1.1 and 1.2): the driver (threads via at::parallel_for,
+// linear_goodness_step (docs/algorithms.md#losses): the driver (threads via at::parallel_for,
 // torch's OpenMP pool) over the row kernels of goodness_rows.h, whose AVX2 variant is picked at
 // run time (FFKERNELS_CPU_ISA=baseline forces the portable one).
 //
@@ -78,7 +78,7 @@ inline double deterministic_sum(const acc_t* terms, int64_t n) {
 
 template <typename in_t, typename h_t, typename grad_t, typename acc_t, bool kRelu>
 GoodnessRowFns pick_goodness_rows() {
-  if (best_cpu_isa() == CpuIsa::kAvx2) return avx2::select_goodness_rows<in_t, h_t, grad_t, acc_t, kRelu>();
+  if (cpu_has_avx2()) return avx2::select_goodness_rows<in_t, h_t, grad_t, acc_t, kRelu>();
   return baseline::select_goodness_rows<in_t, h_t, grad_t, acc_t, kRelu>();
 }
 

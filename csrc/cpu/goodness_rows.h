@@ -1,4 +1,4 @@
-// Row kernels of the goodness epilogue (ALGORITHMS.md 1.1, 1.2), compiled once per instruction
+// Row kernels of the goodness epilogue (docs/algorithms.md#losses), compiled once per instruction
 // set like aggregate_rows.h: the including translation unit defines FFK_ISA (a namespace name)
 // and may raise the target ISA with `#pragma GCC target` after its library includes.
 //

@@ -1,4 +1,4 @@
-// CPU kernel of ffkernels::sf_loss_grad (ALGORITHMS.md 1.4): one pass over the training rows
+// CPU kernel of ffkernels::sf_loss_grad (docs/algorithms.md#sf): one pass over the training rows
 // (logits against the C virtual rows, softmax cross-entropy, grad_h_i = r_i h_V written at
 // once) that also accumulates grad_h_V = R^T h_train in fixed row blocks; the blocks' partials
 // are then summed in block order. The block partition depends only on n (not on the thread
@@ -72,7 +72,7 @@ std::tuple<at::Tensor, at::Tensor> sf_loss_grad_cpu(const at::Tensor& h_in, cons
   double total = 0.0;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "ffkernels_sf_loss_grad_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const SfBlockFn fn = best_cpu_isa() == CpuIsa::kAvx2 ? avx2::select_sf_block<scalar_t, acc_t>()
+    const SfBlockFn fn = cpu_has_avx2() ? avx2::select_sf_block<scalar_t, acc_t>()
                                                           : baseline::select_sf_block<scalar_t, acc_t>();
     SfArgs args{h.data_ptr<scalar_t>(), train.data_ptr<int64_t>(), y.data_ptr<int64_t>(), hv.data_ptr<acc_t>(),
                 grad.data_ptr<scalar_t>(), partial.data_ptr<acc_t>(), loss_partial.data(), D, C, n, block_rows,

@@ -1,4 +1,4 @@
-// Block kernel of the SF loss (ALGORITHMS.md 1.4), compiled once per ISA like aggregate_rows.h
+// Block kernel of the SF loss (docs/algorithms.md#sf), compiled once per ISA like aggregate_rows.h
 // (the including TU defines FFK_ISA and may raise the target after its library includes).
 //
 // For each training row i of the block: logits l_c = <h_i, h_{v_c}> / tau, p = softmax(l),

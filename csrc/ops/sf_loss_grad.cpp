@@ -1,5 +1,5 @@
 // Schema of ffkernels::sf_loss_grad: the single-forward loss with virtual nodes and its
-// gradient in one pass over the training and virtual rows (ALGORITHMS.md 1.4).
+// gradient in one pass over the training and virtual rows (docs/algorithms.md#sf).
 // Semantics: ffkernels/backends/reference.py::sf_loss_grad.
 #include <torch/library.h>
 

@@ -283,14 +283,17 @@ def test_cpu_backend_is_bitwise_repeatable():
 
 
 @needs_cpu
-def test_cpu_baseline_isa_matches(monkeypatch):
-    """The portable (non-AVX2) aggregate kernels, forced at run time, agree as well."""
+@pytest.mark.parametrize("isa", ["baseline", "avx2"])
+def test_cpu_isa_variants_match(monkeypatch, isa):
+    """The portable and the AVX2 aggregate kernels, forced at run time (the default is the
+    machine's best: AVX-512 where it has it), agree with the default and the reference."""
     from ffkernels import _C
     g = make_graph("hub")
     x = features(g.num_nodes, 129)
+    best = _C.cpu_isa()
     fast = [ops.aggregate(g, x, r, backend="cpu") for r in REDUCES]
-    monkeypatch.setenv("FFKERNELS_CPU_ISA", "baseline")
-    assert _C.cpu_isa() == "baseline"
+    monkeypatch.setenv("FFKERNELS_CPU_ISA", isa)
+    assert _C.cpu_isa() == (isa if best != "baseline" else "baseline")
     slow = [ops.aggregate(g, x, r, backend="cpu") for r in REDUCES]
     for a, b, r in zip(fast, slow, REDUCES):
         assert_close(a, b, torch.float32)
