@@ -229,6 +229,29 @@ def suite_goodness(table, device, rows, width, copy_gbs):
     del h, hb, dst, buf
 
 
+def suite_dropout(table, device, rows, width, copy_gbs):
+    """ops.dropout (counter-based mask, one pass) against torch's dropout and a copy of x."""
+    x = torch.randn(rows, width, device=device)
+    label = f"dropout p=0.5 [{rows}, {width}]"
+    gbytes = 2 * x.numel() * 4 / 1e9  # read x once, write the result once
+    dst = torch.empty_like(x)
+    copy_ms = guarded(table, label, "copy of x (same bytes)", lambda: dst.copy_(x), device=device,
+                      gbytes=gbytes, copy_gbs=copy_gbs)
+    ref = guarded(table, label, "torch.nn.functional.dropout", lambda: torch.nn.functional.dropout(x, 0.5),
+                  device=device, gbytes=gbytes, copy_gbs=copy_gbs)
+    got = ops.dropout(x, 0.5, 12345, backend="triton")
+    want = ops.dropout(x, 0.5, 12345, backend="reference")
+    if not torch.equal(got, want):
+        CHECK_FAILURES.append(f"{label}: triton differs from the reference")
+    guarded(table, label, "ffkernels triton dropout", lambda: ops.dropout(x, 0.5, 12345, backend="triton"),
+            device=device, baseline_ms=ref, baseline="torch", gbytes=gbytes, copy_gbs=copy_gbs,
+            note=f"copy takes {copy_ms:.3f} ms" if copy_ms else "")
+    guarded(table, label, "ffkernels triton dropout in place",
+            lambda: ops.dropout(dst, 0.5, 12345, out=dst, backend="triton"), device=device,
+            baseline_ms=copy_ms, baseline="copy", gbytes=gbytes, copy_gbs=copy_gbs)
+    del x, dst, got, want
+
+
 def suite_sf(table, device, rows, classes, width, copy_gbs):
     """The SF loss (logits vs C virtual rows, softmax CE, gradient rows) on n training rows."""
     from ffkernels.ops.sf import sf_loss_grad_kernel
@@ -390,7 +413,8 @@ def main(argv=None):
     copy_gbs = suite_copy(table, device, sizes["copy"])
     meta["copy_gbs"] = copy_gbs
     suites = [lambda: suite_aggregate(table, device, sizes["nodes"], sizes["edges"], sizes["feats"], copy_gbs, names),
-              lambda: suite_goodness(table, device, sizes["good_rows"], sizes["good_width"], copy_gbs)]
+              lambda: suite_goodness(table, device, sizes["good_rows"], sizes["good_width"], copy_gbs),
+              lambda: suite_dropout(table, device, sizes["good_rows"], sizes["good_width"], copy_gbs)]
     for din, dout in sizes["lin"]:
         for dtype in (torch.float32, torch.bfloat16):
             suites.append(lambda din=din, dout=dout, dtype=dtype: suite_linear(table, device, sizes["lin_rows"], din,

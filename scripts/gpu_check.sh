@@ -5,7 +5,8 @@
 # Kernels timed (benchmarks/bench_gpu.py): aggregate (Triton, CUDA C++; uniform and skewed),
 # goodness_loss_grad (Triton; allocating and inplace=True, ff and symba), linear_goodness_step
 # (Triton fused), sf_loss_grad (Triton), linear_jvp (Triton, against three cuBLAS matmuls and
-# torch.func.jvp); then `ffkernels bench --suite ops --device cuda`.
+# torch.func.jvp), dropout (Triton, against torch's dropout and a copy); then
+# `ffkernels bench --suite ops --device cuda`.
 #
 # Run from anywhere (it cd's to the repo root); with the device tool:
 #     run(command="bash scripts/gpu_check.sh", timeout_s=540)

@@ -183,6 +183,17 @@ def register_raising(qualname: str, reason: str) -> None:
     torch.library.register_autograd(qualname, backward)
 
 
+def register_dropout(namespace: str, dropout_kernel) -> None:
+    """``namespace::dropout``'s gradient: the same mask (same ``p`` and ``seed``) on the incoming
+    gradient, i.e. the op itself."""
+    def setup_context(ctx, inputs, output):
+        ctx.p, ctx.seed = inputs[1], inputs[2]
+
+    def backward(ctx, grad):
+        return dropout_kernel(grad.contiguous(), ctx.p, ctx.seed), None, None
+    torch.library.register_autograd(f"{namespace}::dropout", backward, setup_context=setup_context)
+
+
 def register(namespace: str, aggregate_kernel, closed_form_ops=()) -> None:
     """Register the autograd formulas of ``namespace::aggregate`` and the raising backward of
     ``closed_form_ops`` (op names in ``namespace``)."""

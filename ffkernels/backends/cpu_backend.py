@@ -14,7 +14,7 @@ from .._extension import extension, extension_error
 
 NAME = "cpu"
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-OPS = ("aggregate", "goodness_loss_grad", "linear_goodness_step", "sf_loss_grad", "linear_jvp")
+OPS = ("aggregate", "goodness_loss_grad", "linear_goodness_step", "sf_loss_grad", "linear_jvp", "dropout")
 
 
 def availability():
@@ -70,6 +70,13 @@ def linear_jvp(x, dx, weight, tangent_weight, bias, tangent_bias):
     return _ops().linear_jvp(x, dx, weight, tangent_weight, bias, tangent_bias)
 
 
+def dropout(x, p, seed, out=None):
+    if out is not None:
+        _ops().dropout_out(x, float(p), int(seed), out)
+        return out
+    return _ops().dropout(x, float(p), int(seed))
+
+
 def _acc(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -116,6 +123,14 @@ def _register_fakes():
         shape = (x.shape[0], weight.shape[0])
         return x.new_empty(shape), x.new_empty(shape)
 
+    @register("ffkernels::dropout")
+    def _dropout_fake(x, p, seed):
+        return x.new_empty(x.shape)
+
+    @register("ffkernels::dropout_out")
+    def _dropout_out_fake(x, p, seed, out):
+        return None
+
     @register("ffkernels::linear_goodness_step_out")
     def _linear_out_fake(x, weight, bias, positive, theta, goodness, loss, temperature, alpha, pairs, h_out,
                          grad_z_out):
@@ -126,7 +141,7 @@ def _register_fakes():
 
 
 def _register_autograd():
-    """Real gradients for aggregate; a raising backward for the closed-form ops."""
+    """Real gradients for aggregate and dropout; a raising backward for the closed-form ops."""
     if extension() is None or getattr(_register_autograd, "done", False):
         return
     _register_autograd.done = True
@@ -135,6 +150,7 @@ def _register_autograd():
     _autograd.register("ffkernels", lambda *args: torch.ops.ffkernels.aggregate(*args),
                        closed_form_ops=CLOSED_FORM_OPS)
     _autograd.register_raising("ffkernels::linear_jvp", LINEAR_JVP_NO_AUTOGRAD)
+    _autograd.register_dropout("ffkernels", lambda *args: torch.ops.ffkernels.dropout(*args))
 
 
 CLOSED_FORM_OPS = ("goodness_loss_grad", "linear_goodness_step", "sf_loss_grad")

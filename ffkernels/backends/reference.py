@@ -6,6 +6,8 @@ and accumulate in float32 (float64 for float64 inputs).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -149,6 +151,41 @@ def sf_loss_grad(h, train_idx, y_train, virtual_idx, tau):
     r.mul_(1.0 / (tau * max(n_train, 1)))
     grad = torch.cat([r @ h_virtual, r.t() @ h_train], dim=0)
     return loss, grad.to(h.dtype)
+
+
+_MASK32 = 0xFFFFFFFF
+
+
+def _mix32(v: torch.Tensor) -> torch.Tensor:
+    """Wellons' ``lowbias32`` on uint32 values held in int64 (products wrap, the mask keeps the
+    low 32 bits: the same bits as the C++ and Triton kernels' uint32 arithmetic)."""
+    v = v ^ (v >> 16)
+    v = (v * 0x7FEB352D) & _MASK32
+    v = v ^ (v >> 15)
+    v = (v * 0x846CA68B) & _MASK32
+    return v ^ (v >> 16)
+
+
+def dropout_keep(numel: int, p: float, seed: int, device) -> torch.Tensor:
+    """The keep mask of :func:`dropout`: element ``i`` is kept iff
+    ``mix32(mix32(lo32(i) ^ s0) ^ (hi32(i) + s1)) >= floor(p * 2^32)``, ``(s0, s1)`` the seed's
+    low and high 32 bits."""
+    i = torch.arange(numel, dtype=torch.int64, device=device)
+    s0, s1 = seed & _MASK32, (seed >> 32) & _MASK32
+    h = _mix32((i & _MASK32) ^ s0)
+    h = _mix32(h ^ (((i >> 32) + s1) & _MASK32))
+    return h >= min(math.floor(p * 2.0 ** 32), _MASK32)
+
+
+def dropout(x, p, seed, out=None):
+    """Inverted dropout with a counter-based mask: ``x * (1 / (1 - p))`` where
+    :func:`dropout_keep` keeps the element (row-major index), else 0 (also for NaN or Inf
+    inputs), computed in float32 (float64 for float64 ``x``); ``out`` may be ``x``."""
+    acc = _acc_dtype(x.dtype)
+    keep = dropout_keep(x.numel(), p, seed, x.device).view(x.shape)
+    scaled = x.to(acc) * torch.tensor(1.0 / (1.0 - p), dtype=acc, device=x.device)
+    y = torch.where(keep, scaled, torch.zeros((), dtype=acc, device=x.device)).to(x.dtype)
+    return y if out is None else out.copy_(y)
 
 
 def linear_jvp(x, dx, weight, tangent_weight, bias, tangent_bias):

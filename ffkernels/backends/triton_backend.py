@@ -16,7 +16,7 @@ from . import reference as _reference
 
 NAME = "triton"
 
-OPS = ("aggregate", "goodness_loss_grad", "linear_goodness_step", "sf_loss_grad", "linear_jvp")
+OPS = ("aggregate", "goodness_loss_grad", "linear_goodness_step", "sf_loss_grad", "linear_jvp", "dropout")
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -148,3 +148,11 @@ def linear_jvp(x, dx, weight, tangent_weight, bias, tangent_bias):
     def c(t):
         return None if t is None else t.contiguous()
     return _ops().linear_jvp(x.contiguous(), c(dx), weight.contiguous(), c(tangent_weight), c(bias), c(tangent_bias))
+
+
+def dropout(x, p, seed, out=None):
+    """Counter-based inverted dropout (``ffkernels/triton/dropout.py``)."""
+    if out is not None:
+        _ops().dropout_out(x, float(p), int(seed), out)
+        return out
+    return _ops().dropout(x, float(p), int(seed))

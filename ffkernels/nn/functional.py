@@ -49,3 +49,9 @@ def keep_mask(shape, p: float, generator: torch.Generator | None = None, device=
                           device=device)
     lanes = words.view(torch.int16)[:n]  # uniform on [-32768, 32767]
     return (lanes >= round(p * 65536) - 32768).view(shape)
+
+
+def draw_seed(generator: torch.Generator | None = None) -> int:
+    """One seed for :func:`ffkernels.ops.dropout` from ``generator``: a trainer draws one per mask
+    from its own (checkpointed) generator, so a resumed run draws the same masks."""
+    return int(torch.randint(0, 2 ** 63 - 1, (), generator=generator, dtype=torch.int64))

@@ -10,6 +10,7 @@ from typing import Optional
 import torch
 
 from . import aggregate as _agg
+from . import dropout as _drop
 from . import goodness as _good
 from . import linear as _lin
 from . import linear_jvp as _jvp
@@ -201,6 +202,27 @@ def _(x, dx, weight, tangent_weight, bias, tangent_bias):
     return x.new_empty(shape), x.new_empty(shape)
 
 
+@torch.library.custom_op(f"{_NS}::dropout", mutates_args=())
+def dropout(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+    """Counter-based inverted dropout in one pass (see :mod:`.dropout`)."""
+    return _drop.dropout(x, p, seed)
+
+
+@dropout.register_fake
+def _(x, p, seed):
+    return x.new_empty(x.shape)
+
+
+@torch.library.custom_op(f"{_NS}::dropout_out", mutates_args=("out",))
+def dropout_out(x: torch.Tensor, p: float, seed: int, out: torch.Tensor) -> None:
+    _drop.dropout(x, p, seed, out=out)
+
+
+@dropout_out.register_fake
+def _(x, p, seed, out):
+    return None
+
+
 def _register_autograd():
     from ..backends import _autograd
     from ..backends.cpu_backend import LINEAR_JVP_NO_AUTOGRAD
@@ -208,6 +230,7 @@ def _register_autograd():
     _autograd.register(_NS, lambda *args: aggregate(*args),
                        closed_form_ops=("ff_goodness_loss_grad", "linear_relu_goodness_ff", "sf_loss_grad"))
     _autograd.register_raising(f"{_NS}::linear_jvp", LINEAR_JVP_NO_AUTOGRAD)
+    _autograd.register_dropout(_NS, lambda *args: dropout(*args))
 
 
 _register_autograd()

@@ -225,7 +225,7 @@ def test_input_dropout_hits_input_features_before_aggregation(model, sparse):
         # every kept entry is scaled, every other one zeroed, at about the rate q
         torch.testing.assert_close(x_field[: field.k_real][kept], original[kept] / (1 - q))
         nonzero = original != 0
-        assert nonzero.sum() > 200 and abs(float((~kept & nonzero).sum() / nonzero.sum()) - q) < 0.08
+        assert nonzero.sum() > 200 and abs(float((~kept & nonzero).sum() / nonzero.sum()) - q) < 0.12  # 3.5 sd
         x_drop = xn.clone()
         x_drop[real] = x_field[: field.k_real]
     w = layer.weight.detach().clone().requires_grad_(True)
