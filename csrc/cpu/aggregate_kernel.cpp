@@ -16,6 +16,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "aggregate_schedule.h"
@@ -40,6 +41,9 @@ namespace avx512 {
 // Defined (and explicitly instantiated) in aggregate_kernel_avx512.cpp.
 template <typename scalar_t, typename acc_t, typename index_t>
 AggregateTaskFn select_aggregate_task(int reduce, bool weighted);
+// float32 with the accumulators in registers (aggregate_regs_avx512.h); nullptr for max.
+template <typename index_t>
+AggregateTaskFn select_aggregate_task_regs(int reduce, bool weighted);
 }  // namespace avx512
 
 namespace {
@@ -95,7 +99,12 @@ std::vector<AggregateTask> plan_tasks(const index_t* rowptr, int64_t num_rows, i
 template <typename scalar_t, typename acc_t, typename index_t>
 AggregateTaskFn pick_task_fn(int reduce, bool weighted) {
   const CpuIsa isa = best_cpu_isa();
-  if (isa == CpuIsa::kAvx512) return avx512::select_aggregate_task<scalar_t, acc_t, index_t>(reduce, weighted);
+  if (isa == CpuIsa::kAvx512) {
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      if (AggregateTaskFn fn = avx512::select_aggregate_task_regs<index_t>(reduce, weighted)) return fn;
+    }
+    return avx512::select_aggregate_task<scalar_t, acc_t, index_t>(reduce, weighted);
+  }
   if (isa == CpuIsa::kAvx2) return avx2::select_aggregate_task<scalar_t, acc_t, index_t>(reduce, weighted);
   return baseline::select_aggregate_task<scalar_t, acc_t, index_t>(reduce, weighted);
 }

@@ -19,6 +19,8 @@
 #define FFK_ISA avx512
 #include "aggregate_rows.h"
 #undef FFK_ISA
+#include "aggregate_regs_avx512.h"
+#define FFK_HAVE_REGS 1
 #pragma GCC pop_options
 #else  // other architectures: the same portable code under the avx512 name (never selected)
 #define FFK_ISA avx512
@@ -38,6 +40,16 @@ FFK_INSTANTIATE(double, double)
 FFK_INSTANTIATE(c10::Half, float)
 FFK_INSTANTIATE(c10::BFloat16, float)
 #undef FFK_INSTANTIATE
+
+#ifdef FFK_HAVE_REGS
+template AggregateTaskFn select_aggregate_task_regs<int32_t>(int, bool);
+template AggregateTaskFn select_aggregate_task_regs<int64_t>(int, bool);
+#else  // other architectures: never selected (no AVX-512 there)
+template <typename index_t>
+AggregateTaskFn select_aggregate_task_regs(int, bool) { return nullptr; }
+template AggregateTaskFn select_aggregate_task_regs<int32_t>(int, bool);
+template AggregateTaskFn select_aggregate_task_regs<int64_t>(int, bool);
+#endif
 
 }  // namespace avx512
 }  // namespace cpu

@@ -15,7 +15,7 @@ from ffkernels.backends import reference
 from ffkernels.testing import (GRAPHS, HALF_TOL, assert_close, backend_module, edge_weights, features,  # noqa: F401
                                goodness_inputs, interpreted, linear_inputs, make_graph, require_backend, tolerance)
 
-FEATURES = (1, 3, 127, 129)
+FEATURES = (1, 3, 16, 127, 128, 129, 300)  # the AVX-512 kernel: tails, whole vectors, chunks of 128
 REDUCES = ("sum", "mean", "max", "gcn")
 
 
