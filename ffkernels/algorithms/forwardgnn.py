@@ -153,9 +153,11 @@ class RowsOperand:
     ``values`` replaces ``S``'s values (a dropped-out copy shares the structure).
     """
 
-    def __init__(self, dense=None, sparse=None, coef=None, xv=None, blocks=1, values=None):
+    def __init__(self, dense=None, sparse=None, coef=None, xv=None, blocks=1, values=None, train_rows=0):
         self.dense, self.sparse, self.coef, self.xv, self.blocks = dense, sparse, coef, xv, blocks
         self.values = values
+        self.train_rows = train_rows  # the first rows, which input dropout hits (dense form)
+        self._dropped = None          # dense form: dropped()'s buffer, reused step after step
 
     @property
     def num_rows(self) -> int:
@@ -173,6 +175,19 @@ class RowsOperand:
         if bias is not None:
             z += bias
         return z
+
+    def dropped(self, p: float, generator: torch.Generator) -> "RowsOperand":
+        """A copy with inverted dropout (probability ``p``) on the entries of the first
+        ``train_rows`` rows (a dense input's aggregated training rows: the cheap placement, the
+        step keeps one GEMM over the gathered rows; the virtual rows stay whole)."""
+        if self.dense is None:
+            raise ValueError("RowsOperand.dropped: a sparse first layer drops its input features "
+                             "(ReceptiveFieldOperand)")
+        if self._dropped is None:  # a fresh copy every step would pay its page faults
+            self._dropped = self.dense.clone()
+        rows = self.train_rows
+        ops.dropout_kernel(self.dense[:rows], p, draw_seed(generator), out=self._dropped[:rows])
+        return RowsOperand(dense=self._dropped, train_rows=rows)  # the previous step's copy is dead
 
     def to_dense(self) -> torch.Tensor:
         """``M`` as a dense ``[R, Fin]`` tensor (meant for a few rows, e.g. the virtual nodes')."""
@@ -198,73 +213,48 @@ class RowsOperand:
 
 
 class ReceptiveFieldOperand:
-    """The step rows' input ``M = [A_t X_K ; M_V]`` kept factored, so that input dropout can hit
-    the input features before the aggregation (as PyG's GCN examples drop ``x`` before a conv).
+    """A sparse first layer's step input ``M = [A_t X_K ; M_V]`` kept factored: the training rows
+    as the aggregation rows ``A_t`` over their receptive field ``K`` times that field's sparse
+    normalised input ``X_K``, so input dropout hits the input features before the aggregation
+    and the step transforms first: ``A_b (X_K W_b^T)`` and ``X_K^T (A_b^T dZ)`` (on Cora-ML's
+    first layer 146k + 14k non-zeros per product, where the aggregated rows hold 453k).
 
-    ``a``: per weight block, the aggregation rows of the ``R`` training rows over their receptive
-    field ``field`` (``K``: sorted node indices; each block a :class:`_CSR` ``[R, |K|]``, an
-    identity block a row selection); ``x``: the
-    field's normalised input, a :class:`_CSR` (sparse first layer) or dense ``[|K|, F]``;
-    ``k_real``: the dense field's first ``k_real`` rows are real nodes (dropped out), the rest
-    virtual nodes (kept whole); ``coef``/``xv``: the sparse form's low-rank term of the virtual
-    nodes' own features in the training rows (see :class:`RowsOperand`), kept whole; ``virtual``:
-    the ``C`` virtual rows' prepared input, dense ``[C, B*F]``, kept whole.
-
-    The product runs in the cheaper order: a sparse field transforms first (``P = X_K W_b^T`` then
-    ``A_b P``: on Cora-ML's first layer the aggregated rows hold 3x the non-zeros of ``X``); a
-    dense field aggregates first (``A_t X_K`` then one GEMM over the ``R`` rows). Without dropout
-    the dense aggregation is computed once and reused.
+    ``a``: per weight block, a :class:`_CSR` ``[R, |K|]`` (an identity block is a row
+    selection); ``x``: ``X_K``, a :class:`_CSR` ``[|K|, F]`` (``field``: the sorted node indices
+    ``K``; a virtual node's row is empty); ``coef``/``xv``: the low-rank term of the virtual nodes'
+    own features in the training rows (see :class:`RowsOperand`); ``virtual``: the ``C`` virtual
+    rows' prepared input, dense ``[C, B*F]``; ``values``: ``X_K``'s values after dropout. The
+    low-rank term and the virtual rows stay whole.
     """
 
-    def __init__(self, a, x, field, k_real, virtual, coef=None, xv=None, values=None):
-        self.a, self.x, self.field, self.k_real, self.virtual = a, x, field, k_real, virtual
+    def __init__(self, a, x, field, virtual, coef, xv, values=None):
+        self.a, self.x, self.field, self.virtual = a, x, field, virtual
         self.coef, self.xv, self.values = coef, xv, values
-        self.sparse = isinstance(x, _CSR)
         self.num_train = a[0].shape[0]
-        self._aggregated = None  # dense form: A_t X_K, kept for the step's weight gradient
 
     @property
     def num_rows(self) -> int:
         return self.num_train + self.virtual.shape[0]
 
     def dropped(self, p: float, generator: torch.Generator) -> "ReceptiveFieldOperand":
-        """A copy with inverted dropout (probability ``p``) on the real nodes' input features."""
-        seed = draw_seed(generator)
-        if self.sparse:  # the non-zeros of X_K (its zeros stay zero either way)
-            kept = ops.dropout_kernel(self.x.values, p, seed)
-            return ReceptiveFieldOperand(self.a, self.x, self.field, self.k_real, self.virtual, self.coef, self.xv, kept)
-        x = torch.empty_like(self.x)
-        ops.dropout_kernel(self.x[: self.k_real], p, seed, out=x[: self.k_real])
-        x[self.k_real:] = self.x[self.k_real:]
-        return ReceptiveFieldOperand(self.a, x, self.field, self.k_real, self.virtual)
-
-    def _blocks(self, weight: torch.Tensor):
-        f = self.virtual.shape[1] // len(self.a)
-        return [weight[:, b * f:(b + 1) * f] for b in range(len(self.a))]
-
-    def _aggregate(self) -> torch.Tensor:
-        if self._aggregated is None:
-            parts = [a.matmul(self.x) for a in self.a]
-            self._aggregated = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
-        return self._aggregated
+        """A copy with inverted dropout (probability ``p``) on the non-zeros of ``X_K`` (the real
+        nodes' input features; its zeros stay zero either way)."""
+        kept = ops.dropout_kernel(self.x.values, p, draw_seed(generator))
+        return ReceptiveFieldOperand(self.a, self.x, self.field, self.virtual, self.coef, self.xv, kept)
 
     def matmul_wt(self, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """``M W^T + b`` ``[R + C, Dout]``: the training rows, then the virtual rows."""
-        d = weight.shape[0]
+        d, f, c = weight.shape[0], self.x.shape[1], self.xv.shape[0]
+        w_blocks = [weight[:, b * f:(b + 1) * f] for b in range(len(self.a))]
         z = torch.empty(self.num_rows, d, dtype=weight.dtype, device=weight.device)
         zt = z[: self.num_train]
-        if self.sparse:
-            w_blocks = self._blocks(weight)
-            wt = torch.cat([w.t() for w in w_blocks], 1) if len(w_blocks) > 1 else weight.t()
-            p = self.x.matmul(wt, self.values)  # [K, B*Dout]
-            zt.zero_()
-            for b, a in enumerate(self.a):
-                zt += a.matmul(p if len(self.a) == 1 else p[:, b * d:(b + 1) * d].contiguous())
-            c = self.xv.shape[0]
-            for b, w in enumerate(w_blocks):
-                zt.addmm_(self.coef[:, b * c:(b + 1) * c], self.xv @ w.t())
-        else:
-            torch.mm(self._aggregate(), weight.t(), out=zt)
+        wt = torch.cat([w.t() for w in w_blocks], 1) if len(w_blocks) > 1 else weight.t()
+        p = self.x.matmul(wt, self.values)  # [K, B*Dout]
+        zt.zero_()
+        for b, a in enumerate(self.a):
+            zt += a.matmul(p if len(self.a) == 1 else p[:, b * d:(b + 1) * d].contiguous())
+        for b, w in enumerate(w_blocks):
+            zt.addmm_(self.coef[:, b * c:(b + 1) * c], self.xv @ w.t())
         torch.mm(self.virtual, weight.t(), out=z[self.num_train:])
         if bias is not None:
             z += bias
@@ -273,18 +263,15 @@ class ReceptiveFieldOperand:
     def grad_weight(self, grad_z: torch.Tensor) -> torch.Tensor:
         """``grad_z^T M`` ``[Dout, B*F]``."""
         gt, gv = grad_z[: self.num_train], grad_z[self.num_train:]
-        if self.sparse:
-            d, c = grad_z.shape[1], self.xv.shape[0]
-            g = [a.matmul_t(gt) for a in self.a]  # A_b^T grad: [K, Dout] each
-            xtg = self.x.matmul_t(g[0] if len(g) == 1 else torch.cat(g, 1), self.values)  # [F, B*Dout]
-            gw = (xtg.t().contiguous() if len(g) == 1  # (a one-tensor cat of a transpose is 2x slower)
-                  else torch.cat([xtg[:, b * d:(b + 1) * d].t() for b in range(len(g))], 1))
-            f = xtg.shape[0]
-            for b in range(len(g)):
-                # (coef^T grad)^T: MKL runs it 6x faster than grad^T coef ([R, 7] coef, one thread)
-                gw[:, b * f:(b + 1) * f].addmm_((self.coef[:, b * c:(b + 1) * c].t() @ gt).t(), self.xv)
-        else:
-            gw = gt.t() @ self._aggregate()
+        d, c = grad_z.shape[1], self.xv.shape[0]
+        g = [a.matmul_t(gt) for a in self.a]  # A_b^T grad: [K, Dout] each
+        xtg = self.x.matmul_t(g[0] if len(g) == 1 else torch.cat(g, 1), self.values)  # [F, B*Dout]
+        gw = (xtg.t().contiguous() if len(g) == 1  # (a one-tensor cat of a transpose is 2x slower)
+              else torch.cat([xtg[:, b * d:(b + 1) * d].t() for b in range(len(g))], 1))
+        f = xtg.shape[0]
+        for b in range(len(g)):
+            # (coef^T grad)^T: MKL runs it 6x faster than grad^T coef ([R, 7] coef, one thread)
+            gw[:, b * f:(b + 1) * f].addmm_((self.coef[:, b * c:(b + 1) * c].t() @ gt).t(), self.xv)
         return gw.addmm_(gv.t(), self.virtual)
 
 
@@ -441,9 +428,8 @@ def _sparse_operands(layer, h_in, problem, row_sets, blocks):
             field, a = _field_rows(ops_blocks, problem.train_idx, n_total, h_in.dtype)
             virtual = RowsOperand(sparse=_CSR(_select_csr_rows(s_full, virtual_idx)), xv=xv, blocks=blocks,
                                   coef=coef_full.index_select(0, virtual_idx).contiguous()).to_dense()
-            out.append(ReceptiveFieldOperand([_CSR(m) for m in a], _CSR(_select_csr_rows(xn, field)), field,
-                                             int((field < n_real).sum()), virtual, xv=xv,
-                                             coef=coef_full.index_select(0, problem.train_idx).contiguous()))
+            out.append(ReceptiveFieldOperand([_CSR(m) for m in a], _CSR(_select_csr_rows(xn, field)), field, virtual,
+                                             coef_full.index_select(0, problem.train_idx).contiguous(), xv))
             continue
         csr = s_full if rows is None else _select_csr_rows(s_full, rows)
         coef = coef_full if rows is None else coef_full.index_select(0, rows).contiguous()
@@ -451,7 +437,8 @@ def _sparse_operands(layer, h_in, problem, row_sets, blocks):
     return out
 
 
-#: A ``row_sets`` entry of :func:`make_row_operands`: the training rows' :class:`ReceptiveFieldOperand`.
+#: A ``row_sets`` entry of :func:`make_row_operands`: the step rows' operand, a sparse input's
+#: :class:`ReceptiveFieldOperand` or a dense input's gathered rows (``train_rows`` set).
 TRAIN_FIELD = "train_field"
 
 
@@ -464,7 +451,8 @@ def make_row_operands(layer, h_in: torch.Tensor, problem: "SFProblem", row_sets,
     SAGE) and the real nodes' aggregated features are sparse (built without a dense temporary
     of the input's size); else the dense gathered rows. A ``None`` entry in ``row_sets`` means
     all rows (the dense form is then the prepared input itself, not a copy); a
-    :data:`TRAIN_FIELD` entry, the training rows' :class:`ReceptiveFieldOperand` (GCN, SAGE).
+    :data:`TRAIN_FIELD` entry, the step rows' operand: with the sparse form their
+    :class:`ReceptiveFieldOperand`, else the gathered ``step_rows`` with ``train_rows`` set.
     ``consume_input=True`` lets the dense form normalise ``h_in`` in place: a frozen layer's
     cached output is needed only to build the next layer's input, so greedy training holds one
     ``[N, D]`` activation less and its peak does not grow with depth.
@@ -482,15 +470,9 @@ def make_row_operands(layer, h_in: torch.Tensor, problem: "SFProblem", row_sets,
     prepared = _prepare_unnormalized(layer, normalized, graph)
     out = []
     for rows in row_sets:
-        if isinstance(rows, str) and rows == TRAIN_FIELD:
-            ops_blocks = _aggregation_blocks(layer, graph, h_in.dtype)
-            if ops_blocks is None:
-                raise ValueError(f"{type(layer).__name__}: no receptive-field operand (its prepare is not a "
-                                 f"sparse linear aggregation)")
-            field, a = _field_rows(ops_blocks, problem.train_idx, h_in.shape[0], h_in.dtype)
-            out.append(ReceptiveFieldOperand([_CSR(m) for m in a], normalized.index_select(0, field), field,
-                                             int((field < problem.num_real).sum()),
-                                             prepared.index_select(0, problem.virtual_idx)))
+        if isinstance(rows, str) and rows == TRAIN_FIELD:  # a dense input: the gathered step rows
+            out.append(RowsOperand(dense=prepared.index_select(0, problem.step_rows).contiguous(),
+                                   train_rows=problem.train_idx.numel()))
         else:
             out.append(RowsOperand(dense=prepared if rows is None else prepared.index_select(0, rows).contiguous()))
     return out
@@ -502,12 +484,8 @@ class _LinearStepper:
     def __init__(self, layer, h_in: torch.Tensor, problem: "SFProblem", tau: float, consume_input: bool = False,
                  dropout: float = 0.0, input_dropout: float = 0.0, generator: torch.Generator | None = None):
         self.layer, self.problem, self.tau = layer, problem, tau
-        # the training rows' input stays factored (A_t X_K) only where it pays: input dropout acts on
-        # the input features before the aggregation, and a sparse first layer transforms first
-        factored = input_dropout > 0 or _density(h_in) < SPARSE_DENSITY
         self.step_input, self.val_input, self.full = make_row_operands(
-            layer, h_in, problem, (TRAIN_FIELD if factored else problem.step_rows, problem.val_rows, None),
-            consume_input=consume_input)
+            layer, h_in, problem, (TRAIN_FIELD, problem.val_rows, None), consume_input=consume_input)
         self.nv = problem.val_idx.numel()
         self.dropout, self.input_dropout, self.generator = dropout, input_dropout, generator
 
@@ -516,7 +494,7 @@ class _LinearStepper:
         layer, p = self.layer, self.problem
         rows = p.local_train.numel()
         operand = self.step_input
-        if self.input_dropout > 0:  # inverted dropout of the real nodes' input features, before aggregation
+        if self.input_dropout > 0:  # a sparse input's features before the aggregation, else the aggregated rows
             operand = operand.dropped(self.input_dropout, self.generator)
         h = operand.matmul_wt(layer.weight, layer.bias).relu_()
         seed = None
@@ -663,9 +641,9 @@ class SFModel(Model):
 
 DROPOUT = Option("dropout", float, 0.5, "inverted dropout of the training rows' hidden units before the SF loss",
                  minimum=0.0, maximum=0.95)
-INPUT_DROPOUT = Option("input_dropout", float, 0.2, "inverted dropout of the real nodes' input features before "
-                       "the aggregation (GAT: of the training rows' input); the virtual nodes stay whole",
-                       minimum=0.0, maximum=0.95)
+INPUT_DROPOUT = Option("input_dropout", float, 0.2, "inverted dropout of the layer's input: a sparse input's "
+                       "features before the aggregation, a dense input's aggregated training rows (GAT: the "
+                       "training rows' input); the virtual nodes stay whole", minimum=0.0, maximum=0.95)
 SELECT_LAYERS = Option("select_layers", bool, True, "inference sums only the first k layers, k chosen by the "
                        "validation accuracy of the summed prediction (the model keeps k)")
 

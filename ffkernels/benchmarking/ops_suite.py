@@ -14,6 +14,9 @@ and the limit:
   limit of an op that reads h and writes grad_z) and ``h.clone()`` (the limit of an op that
   returns a fresh tensor: it pays the page faults too);
 - ``linear_goodness_step``, ``sf_loss_grad``: ffkernels vs the eager torch reference;
+- ``dropout`` (p = 0.5, on the goodness operand's shape): ffkernels' counter-based mask, allocating
+  and in place, vs ``torch.nn.functional.dropout``, the ``torch.randint`` lane mask applied with
+  ``masked_fill`` that the trainers used before it (``nn.functional.keep_mask``) and the copy;
 - ``linear_jvp`` (group ``jvp``, the dual-number linear layer ``y = x W^T + b``,
   ``dy = x V^T + dx W^T + db``): ffkernels vs the three separate matmuls a user would write
   (``x @ W.T + b``, ``x @ V.T + dx @ W.T + db``) and ``torch.func.jvp`` of ``F.linear``.
@@ -199,6 +202,26 @@ def _sf_cases(s, gen, dev) -> list:
     return [case]
 
 
+def _dropout_cases(s, gen, dev) -> list:
+    from .. import ops
+    from ..nn.functional import keep_mask
+
+    x = torch.randn(s["GN"], s["GD"], generator=gen).to(dev)
+    buf = torch.empty_like(x)
+    dst = torch.empty_like(x)
+    mask_gen = torch.Generator(device=dev).manual_seed(1)
+    case = OpCase("dropout", "dropout p=0.5", 2 * x.numel() * x.element_size(), note="read x, write the result")
+    case.impls += [
+        Impl("ffkernels out=x (in place)", lambda: ops.dropout(buf, 0.5, 7, out=buf), "ours",
+             restore=lambda: buf.copy_(x)),
+        Impl("ffkernels (allocating)", lambda: ops.dropout(x, 0.5, 7)),
+        Impl("torch.nn.functional.dropout", lambda: torch.nn.functional.dropout(x, 0.5)),
+        Impl("randint lane mask + masked_fill", lambda: x.mul(2.0).masked_fill_(~keep_mask(x.shape, 0.5, mask_gen), 0.0)),
+        Impl("dst.copy_(x) (limit)", lambda: dst.copy_(x), "limit"),
+    ]
+    return [case]
+
+
 def _jvp_cases(s, gen, dev) -> list:
     from .. import ops
 
@@ -260,6 +283,9 @@ def build_cases(quick: bool, device: str, only: str | None = None) -> tuple:
         cases += _sf_cases(s, gen, dev)
         info["sf"] = (f"h [{s['SFN'] + s['SFC']:,}, {s['SFD']}] float32, {s['SFN']:,} training rows, "
                       f"C = {s['SFC']} virtual nodes")
+    if want("dropout"):
+        cases += _dropout_cases(s, gen, dev)
+        info["dropout"] = f"x [{s['GN']:,}, {s['GD']}] float32"
     if want("jvp"):
         cases += _jvp_cases(s, gen, dev)
         info["jvp"] = (f"x, dx [{s['LN']:,}, {s['LIN']}], weight and tangent [{s['LOUT']}, {s['LIN']}] float32, "
@@ -346,7 +372,7 @@ def run(quick: bool = False, device: str = "cpu", threads: int | None = None, on
             pass
         meta["backends"] = {op: resolve(op, None, torch.device(device), torch.float32).NAME
                             for op in ("aggregate", "goodness_loss_grad", "linear_goodness_step", "sf_loss_grad",
-                                       "linear_jvp")}
+                                       "linear_jvp", "dropout")}
         meta["available_backends"] = {k: v["available"] for k, v in available_backends().items()}
         copy = measure(copy_case.impls[0], threads, device, min_run_time)
         bw = copy_case.nbytes / copy["best_s"]

@@ -74,10 +74,8 @@ class PartitionedSFTrainer(Trainer):
                       for k, idx in (("train", self.train), ("val", self.val), ("test", self.test))}
         self.best_prefix = None  # select_layers: (validation accuracy, layers, summed predictions)
         self.halo_bytes_per_layer = []
-        # dropout masks of this rank's owned + halo input features and of its training rows' hidden
-        # units: per training row the same distribution as single-process sf (a halo node's features
-        # get this rank's own mask), another random stream (equal to it bitwise only with
-        # dropout = input_dropout = 0),
+        # dropout masks of this rank's own training rows: the same distribution as single-process
+        # sf, another random stream (equal to it bitwise only with dropout = input_dropout = 0),
         # reseeded from (seed, rank, layer, epoch) every epoch: a resumed run draws the same
         # masks without any generator state in rank 0's checkpoint
         self.generator = torch.Generator(device=dev)
@@ -124,18 +122,14 @@ class PartitionedSFTrainer(Trainer):
 
     # -- the prepared input of one layer (once per layer)
     @torch.no_grad()
-    def _local_input(self, layer, h_owned: torch.Tensor, h_virtual: torch.Tensor):
-        """The normalised input of the owned + halo rows (the layer's one halo exchange) and of
-        the virtual nodes."""
+    def _prepare(self, layer, h_owned: torch.Tensor, h_virtual: torch.Tensor):
         before = self.halo.bytes_sent
         local = torch.cat([h_owned, self._exchange(h_owned)])
         self.halo_bytes_per_layer.append(self.halo.bytes_sent - before)
-        return normalize_rows(local, layer.normalize, inplace=True), normalize_rows(h_virtual, layer.normalize)
-
-    def _aggregate_owned(self, layer, local: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
-        """The owned rows of the prepared input ``M = Agg(n(H))`` from the normalised ``local``
-        rows (no communication: also run on a dropped-out copy every epoch)."""
+        local = normalize_rows(local, layer.normalize, inplace=True)
+        uv = normalize_rows(h_virtual, layer.normalize)
         n = self.part.num_owned
+        u_train = local[self.train]
         if isinstance(layer, FFGCNConv):
             dinv = self.gcn_dinv
             dv = (self.class_count + 1.0).rsqrt()
@@ -145,7 +139,9 @@ class PartitionedSFTrainer(Trainer):
             else:  # PyG: the existing self loops (summed above) replaced by one
                 agg += (self.loop_term * dinv[:n])[:, None] * local[:n]
             agg[self.train] += dv[self.y_train, None] * uv[self.y_train]          # the virtual neighbour
-            return agg.mul_(dinv[:n, None])
+            agg *= dinv[:n, None]
+            mv = dv[:, None] * (self._class_sums(dinv[self.train, None] * u_train) + dv[:, None] * uv)
+            return agg, mv
         if isinstance(layer, FFSAGEConv):
             total = local_aggregate(self.part, local, "sum", self.weight)
             total[self.train] += uv[self.y_train]
@@ -155,28 +151,14 @@ class PartitionedSFTrainer(Trainer):
                 den = self.sage_total[:, None]
                 mean = torch.where(den != 0, total / torch.where(den != 0, den, torch.ones_like(den)),
                                    torch.zeros_like(total))
-            return torch.cat([local[:n], mean], dim=1)
+            mv = self._class_sums(u_train) / self.class_count[:, None].clamp_min(1.0)
+            return torch.cat([local[:n], mean], dim=1), torch.cat([uv, mv], dim=1)
         raise ValueError(f"distributed sf supports {list(SUPPORTED_MODELS)} layers, got {type(layer).__name__}")
-
-    def _virtual_input(self, layer, local: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
-        """``M_V`` ``[C, B*F]``: one all-reduce of the training nodes' partial class sums."""
-        u_train = local[self.train]
-        if isinstance(layer, FFGCNConv):
-            dv = (self.class_count + 1.0).rsqrt()
-            return dv[:, None] * (self._class_sums(self.gcn_dinv[self.train, None] * u_train) + dv[:, None] * uv)
-        mv = self._class_sums(u_train) / self.class_count[:, None].clamp_min(1.0)
-        return torch.cat([uv, mv], dim=1)
 
     # -- the engine's stages
     def begin_stage(self, stage):
         layer = self.model.layers[stage]
-        if not isinstance(layer, (FFGCNConv, FFSAGEConv)):
-            raise ValueError(f"distributed sf supports {list(SUPPORTED_MODELS)} layers, got {type(layer).__name__}")
-        local, uv = self._local_input(layer, self.h, self.h_virtual)
-        self.m, self.mv = self._aggregate_owned(layer, local, uv), self._virtual_input(layer, local, uv)
-        # input dropout hits the input features before the aggregation (as single-process sf):
-        # the normalised owned + halo rows stay for the epochs' re-aggregation
-        self.local, self.uv = (local, uv) if self.options["input_dropout"] > 0 else (None, None)
+        self.m, self.mv = self._prepare(layer, self.h, self.h_virtual)
         self.h = None
         self.m_train = self.m[self.train].contiguous()
         self.m_val = self.m[self.val].contiguous()
@@ -197,9 +179,8 @@ class PartitionedSFTrainer(Trainer):
         self.generator.manual_seed(((self.options["seed"] * 1_000_003 + self.ctx.rank) * 1_009 + stage) * 1_000_033
                                    + epoch)
         m_train = self.m_train
-        if self.options["input_dropout"] > 0:  # the owned and halo rows' features (each rank its own masks)
-            local = self.local * self._keep(*self.local.shape, self.options["input_dropout"], self.local)
-            m_train = self._aggregate_owned(layer, local, self.uv)[self.train]
+        if self.options["input_dropout"] > 0:
+            m_train = m_train * self._keep(*m_train.shape, self.options["input_dropout"], m_train)
         h = torch.relu_(torch.addmm(layer.bias, m_train, layer.weight.t()))
         keep = None
         if self.options["dropout"] > 0:
@@ -244,7 +225,7 @@ class PartitionedSFTrainer(Trainer):
         layer = self.model.layers[stage]
         h = torch.relu_(torch.addmm(layer.bias, self.m, layer.weight.t()))
         hv = self._virtual(layer)
-        self.m = self.m_train = self.m_val = self.mv = self.local = self.uv = None
+        self.m = self.m_train = self.m_val = self.mv = None
         for key, idx in (("train", self.train), ("val", self.val), ("test", self.test)):
             self.probs[key] += torch.softmax(h[idx] @ hv.t() / self.tau, dim=1)
         self.val_sum.copy_(self.probs["val"])

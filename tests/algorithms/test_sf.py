@@ -115,7 +115,7 @@ def test_trainer_row_gathered_step_matches_autograd(model):
     trainer = build_trainer("sf", data, model=model, layers=1, hidden=16)
     p, layer = trainer.problem, trainer.model.layers[0]
     stepper = _LinearStepper(layer, p.vg.x, p, 1.0)
-    assert isinstance(stepper.step_input, ReceptiveFieldOperand) and stepper.step_input.sparse
+    assert isinstance(stepper.step_input, ReceptiveFieldOperand)
     captured = {}
     layer.apply_gradients = lambda grads: captured.update(grads)
     stepper.step()
@@ -190,44 +190,65 @@ def _field_case(model, sparse, weighted):
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 @pytest.mark.parametrize("sparse", [True, False], ids=["sparse", "dense"])
 @pytest.mark.parametrize("model", ["gcn", "sage"])
-def test_receptive_field_operand_matches_gathered_rows(model, sparse, weighted):
-    """The factored training-rows operand (A_t X_K; transform-first when sparse) = the gathered
-    rows of the prepared input, forward and weight gradient, float64."""
+def test_step_operand_matches_gathered_rows(model, sparse, weighted):
+    """The step rows' operand (sparse: factored A_t X_K, transform-first; dense: the gathered
+    rows) = the gathered rows of the prepared input, forward and weight gradient, float64."""
     p, layer = _field_case(model, sparse, weighted)
     with torch.no_grad():
-        field, rows = make_row_operands(layer, p.vg.x, p, (TRAIN_FIELD, p.step_rows))
-        assert isinstance(field, ReceptiveFieldOperand) and field.sparse == sparse
-        assert field.num_rows == p.step_rows.numel()
-        torch.testing.assert_close(field.matmul_wt(layer.weight, layer.bias), rows.matmul_wt(layer.weight, layer.bias),
+        step, rows = make_row_operands(layer, p.vg.x, p, (TRAIN_FIELD, p.step_rows))
+        assert isinstance(step, ReceptiveFieldOperand if sparse else RowsOperand)
+        assert step.num_rows == p.step_rows.numel()
+        torch.testing.assert_close(step.matmul_wt(layer.weight, layer.bias), rows.matmul_wt(layer.weight, layer.bias),
                                    rtol=1e-12, atol=1e-12)
-        g = torch.randn(field.num_rows, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
-        torch.testing.assert_close(field.grad_weight(g), rows.grad_weight(g), rtol=1e-12, atol=1e-12)
+        g = torch.randn(step.num_rows, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+        torch.testing.assert_close(step.grad_weight(g), rows.grad_weight(g), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("sparse", [True, False], ids=["sparse", "dense"])
 @pytest.mark.parametrize("model", ["gcn", "sage"])
-def test_input_dropout_hits_input_features_before_aggregation(model, sparse):
-    """A dropped-out step operand = the layer's prepare of the input with the real nodes'
-    features dropped (one mask per node and feature, scaled by 1/(1-p)) on the training rows,
-    and of the whole input on the virtual rows; its gradient is autograd's of that product."""
-    p, layer = _field_case(model, sparse, weighted=False)
+def test_dense_input_dropout_hits_the_aggregated_training_rows(model):
+    """A dense input's dropped-out step operand: the training rows' aggregated entries kept and
+    scaled by 1/(1-p) or zeroed (about the rate p), the virtual rows whole; a second step draws
+    another mask and leaves the undropped operand untouched."""
+    p, layer = _field_case(model, sparse=False, weighted=False)
+    q, gen = 0.3, torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        (step,) = make_row_operands(layer, p.vg.x, p, (TRAIN_FIELD,))
+        original = step.dense.clone()
+        n = p.train_idx.numel()
+        first = step.dropped(q, gen).dense.clone()
+        kept = first[:n] != 0
+        torch.testing.assert_close(first[:n][kept], original[:n][kept] / (1 - q))
+        nonzero = original[:n] != 0
+        assert abs(float((~kept & nonzero).sum() / nonzero.sum()) - q) < 0.02
+        assert torch.equal(first[n:], original[n:])
+        second = step.dropped(q, gen).dense
+        assert not torch.equal(second[:n] != 0, kept)
+        assert torch.equal(step.dense, original)
+
+
+@pytest.mark.parametrize("model", ["gcn", "sage"])
+def test_sparse_input_dropout_hits_input_features_before_aggregation(model):
+    """A sparse input's dropped-out step operand = the layer's prepare of the input with the real
+    nodes' features dropped (one mask per node and feature, scaled by 1/(1-p)) on the training
+    rows, and of the whole input on the virtual rows; its gradient is autograd's of that product."""
+    p, layer = _field_case(model, sparse=True, weighted=False)
     q = 0.4
     with torch.no_grad():
         (field,) = make_row_operands(layer, p.vg.x, p, (TRAIN_FIELD,))
         dropped = field.dropped(q, torch.Generator().manual_seed(7))
         xn = normalize_rows(p.vg.x, layer.normalize)
-        x_field = dropped.x if not sparse else torch.sparse_csr_tensor(
-            dropped.x.rowptr[: field.field.numel() + 1].long(), dropped.x.col.long(), dropped.values,
-            dropped.x.shape).to_dense()
-        real = field.field[: field.k_real]
-        kept = x_field[: field.k_real] != 0
+        x_field = torch.sparse_csr_tensor(dropped.x.rowptr[: field.field.numel() + 1].long(), dropped.x.col.long(),
+                                          dropped.values, dropped.x.shape).to_dense()
+        k_real = int((field.field < p.num_real).sum())
+        real = field.field[:k_real]
+        kept = x_field[:k_real] != 0
         original = xn.index_select(0, real)
         # every kept entry is scaled, every other one zeroed, at about the rate q
-        torch.testing.assert_close(x_field[: field.k_real][kept], original[kept] / (1 - q))
+        torch.testing.assert_close(x_field[:k_real][kept], original[kept] / (1 - q))
         nonzero = original != 0
         assert nonzero.sum() > 200 and abs(float((~kept & nonzero).sum() / nonzero.sum()) - q) < 0.12  # 3.5 sd
         x_drop = xn.clone()
-        x_drop[real] = x_field[: field.k_real]
+        x_drop[real] = x_field[:k_real]
     w = layer.weight.detach().clone().requires_grad_(True)
     m_train = _prepare_unnormalized(layer, x_drop, p.vg.graph)[p.train_idx]
     m_virtual = layer.prepare(p.vg.x, p.vg.graph)[p.virtual_idx]
