@@ -135,6 +135,18 @@ def resolve(op: str, backend: str | None, device: torch.device, dtype: torch.dty
     return module
 
 
+def resolve_or_reference(op: str, backend: str | None, device: torch.device, dtype: torch.dtype):
+    """:func:`resolve` for the unchecked kernel cores that trainers call every step: when
+    ``backend`` is None and ``FFKERNELS_BACKEND`` names a backend without ``op``, the reference
+    serves it (a named ``backend`` that cannot still raises)."""
+    try:
+        return resolve(op, backend, device, dtype)
+    except ValueError:
+        if backend is not None:
+            raise
+        return reference
+
+
 def clear_cache() -> None:
     """Forget the availability and resolution caches (after changing the environment in a test)."""
     _availability.clear()

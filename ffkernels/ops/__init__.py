@@ -299,12 +299,7 @@ def linear_jvp_kernel(x, dx, weight, tangent_weight, bias=None, tangent_bias=Non
     """The unchecked core of :func:`linear_jvp` (trainers validate their shapes once, not on
     every step): dispatch only; the op's own backend falls back to the reference when
     ``FFKERNELS_BACKEND`` names a backend without it."""
-    try:
-        impl = _backends.resolve("linear_jvp", backend, x.device, x.dtype)
-    except ValueError:
-        if backend is not None:
-            raise
-        impl = _backends.reference
+    impl = _backends.resolve_or_reference("linear_jvp", backend, x.device, x.dtype)
     return impl.linear_jvp(x, dx, weight, tangent_weight, bias, tangent_bias)
 
 
@@ -401,12 +396,7 @@ def _check_buffer(buf, name, shape, dtype, like, others):
     return buf
 def dropout_kernel(x, p: float, seed: int, out=None, backend: str | None = None):
     """The unchecked core of :func:`dropout` (trainers check ``p`` once, not on every step)."""
-    try:
-        impl = _backends.resolve("dropout", backend, x.device, x.dtype)
-    except ValueError:
-        if backend is not None:
-            raise
-        impl = _backends.reference  # FFKERNELS_BACKEND names a backend without this op
+    impl = _backends.resolve_or_reference("dropout", backend, x.device, x.dtype)
     return impl.dropout(x.contiguous() if out is not x else x, p, seed, out)
 
 

@@ -32,12 +32,7 @@ def _check_index(value, name: str, n: int, device) -> torch.Tensor:
 def sf_loss_grad_kernel(h, train_idx, y_train, virtual_idx, tau: float, backend: str | None = None):
     """The unchecked core of :func:`sf_loss_grad`: ``(loss, grad_rows)`` for already validated
     int64 indices (trainers validate their index sets once, not on every step)."""
-    try:
-        impl = _backends.resolve("sf_loss_grad", backend, h.device, h.dtype)
-    except ValueError:
-        if backend is not None:
-            raise
-        impl = _backends.reference  # FFKERNELS_BACKEND names a backend without this op
+    impl = _backends.resolve_or_reference("sf_loss_grad", backend, h.device, h.dtype)
     return impl.sf_loss_grad(h.contiguous(), train_idx, y_train, virtual_idx, tau)
 
 

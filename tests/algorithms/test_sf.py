@@ -133,14 +133,7 @@ def test_trainer_row_gathered_step_matches_autograd(model):
 def test_rows_operand_dense_and_sparse_agree(model, weighted):
     """The sparse-throughout first-layer operand (CSR features, SpGEMM aggregation, gathered rows)
     equals the dense prepared input, on a graph with self loops and, weighted, edge weights."""
-    data = _small_data()
-    data.x = (data.x - 0.4).clamp_min(0)
-    loops = torch.arange(0, 40, 3)
-    data.edge_index = torch.cat([data.edge_index, torch.stack([loops, loops])], 1)
-    if weighted:
-        data.edge_weight = torch.rand(data.edge_index.shape[1], generator=torch.Generator().manual_seed(2)) + 0.5
-    trainer = build_trainer("sf", data, model=model, layers=1, hidden=16)
-    p, layer = trainer.problem, trainer.model.layers[0]
+    p, layer = _field_case(model, sparse=True, weighted=weighted, dtype=torch.float32)
     sparse_ops = make_row_operands(layer, p.vg.x, p, (p.step_rows, None))
     dense_ops = make_row_operands(layer, p.vg.x, p, (p.step_rows, None), allow_sparse=False)
     for sparse, dense in zip(sparse_ops, dense_ops):
@@ -173,9 +166,10 @@ def test_top_to_loss_gradient_matches_autograd():
     torch.testing.assert_close(captured[0]["bias"], b0.grad, rtol=1e-4, atol=1e-6)
 
 
-def _field_case(model, sparse, weighted):
+def _field_case(model, sparse, weighted, dtype=torch.float64):
+    """A small graph with self loops (and edge weights), sparse or dense features, one SF layer."""
     data = _small_data()
-    data.x = data.x.double()
+    data.x = data.x.to(dtype)
     if sparse:  # about 1.5% non-zeros: the aggregated first-layer input stays sparse
         data.x = (data.x - 0.4).clamp_min(0)
     loops = torch.arange(0, 40, 3)
@@ -183,7 +177,7 @@ def _field_case(model, sparse, weighted):
     if weighted:
         data.edge_weight = torch.rand(data.edge_index.shape[1], generator=torch.Generator().manual_seed(2)) + 0.5
     trainer = build_trainer("sf", data, model=model, layers=1, hidden=16)
-    layer = trainer.model.layers[0].double()
+    layer = trainer.model.layers[0].to(dtype)
     return trainer.problem, layer
 
 
