@@ -1,9 +1,10 @@
 // The aggregate row kernels compiled for AVX-512 (F/VL/BW/DQ, 512-bit vectors preferred); chosen
 // at run time by aggregate_kernel.cpp when the CPU has them. 512-bit vectors halve the
 // instructions per gathered row: measured on Cora-ML's first-layer SpMM (146k non-zeros x 128
-// features, one thread, AMD EPYC) 1.4-1.7x the AVX2 variant. Only the plain code of
-// aggregate_rows.h is compiled under the raised target: every library header is included before
-// the pragma.
+// features, one thread, AMD EPYC) 1.2-1.7x the AVX2 variant; float32 sum/mean/gcn then take the
+// register-blocked kernel of aggregate_regs_avx512.h (1.1 ms there, 1.5-2.4 ms AVX2). Only the
+// plain code of aggregate_rows.h and that header is compiled under the raised target: every
+// library header is included before the pragma.
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 

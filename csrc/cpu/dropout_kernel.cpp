@@ -1,7 +1,8 @@
 // CPU kernel of ffkernels::dropout: one pass, x read once and out written once, the keep bit
 // hashed from (seed, index) in 32-bit vector lanes (dropout_hash.h) instead of drawn from a
-// generator: about 10x faster than torch's `rand`-based masks on one thread, threads split the
-// index range (each element depends only on its index: bitwise the same for any thread count).
+// generator (ops suite, [1e6, 128] float32, one thread: in place 1.27x one dst.copy_(x),
+// torch.nn.functional.dropout 62x slower); threads split the index range (each element depends
+// only on its index: bitwise the same for any thread count).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>

@@ -6,6 +6,8 @@ bitwise; ``x`` is read once and the result written once (``out`` may be ``x``).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -35,7 +37,6 @@ def _dropout_kernel(x_ptr, out_ptr, numel, s0, s1, threshold, scale, BLOCK: tl.c
 
 def dropout(x: torch.Tensor, p: float, seed: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """Launch on a contiguous ``x``; ``out`` (contiguous, ``x``'s shape and dtype) may be ``x``."""
-    import math
     if out is None:
         out = torch.empty_like(x, memory_format=torch.contiguous_format)
     n = x.numel()
