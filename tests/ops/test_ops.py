@@ -28,11 +28,21 @@ def test_aggregate_matches_reference(backend, device, kind, reduce, weighted):
     small = interpreted(backend, device)
     g = make_graph(kind, device, small=small)
     w = edge_weights(g) if weighted else None
+    # Against the float64 reference, with float32's tolerance per row widened by sqrt(in-degree
+    # / 256): the rounding errors of a float32 sum over d edges add up like a random walk, and
+    # the hub's 2500-edge row differs from a float32 reference by up to 3.8e-4 when the two sum
+    # in different orders (the AVX2 kernel vs torch; a dropped edge is off by ~1).
+    tol = tolerance(torch.float32)
+    atol = tol["atol"] * (g.in_degree.to(torch.float64) / 256).clamp(min=1).sqrt()[:, None]
     for f in (1, 3, 129) if small else FEATURES:
         x = features(g.num_nodes, f, device=device, seed=f)
-        expected = ops.aggregate(g, x, reduce, w, backend="reference")
+        expected = ops.aggregate(g, x.double(), reduce, None if w is None else w.double(), backend="reference")
         actual = ops.aggregate(g, x, reduce, w, backend=backend)
-        assert_close(actual, expected, torch.float32)
+        assert actual.dtype == torch.float32 and actual.shape == expected.shape
+        err = (actual.double() - expected).abs()
+        bad = err > atol.to(err.device) + tol["rtol"] * expected.abs()
+        assert not bad.any(), (f"f={f}: {int(bad.sum())} of {bad.numel()} entries off, worst "
+                               f"{float(err.max()):.3g} at {divmod(int(err.argmax()), f)}")
 
 
 @pytest.mark.parametrize("layout", ["transposed", "sliced"])
