@@ -144,6 +144,7 @@ void run_aggregate(const at::Tensor& rowptr, const at::Tensor& col, const at::Te
   // whole rows; what they leave, the writes fault in as usual). No extra parallel region.
   const bool prefault = fresh_out && prefault_enabled() && static_cast<int64_t>(out.nbytes()) >= kPrefaultMinBytes;
   const int64_t row_bytes = args.num_features * static_cast<int64_t>(sizeof(scalar_t));
+  if (prefault && huge_pages_enabled()) advise_huge_pages(args.out, static_cast<int64_t>(out.nbytes()));
   auto run = [&](const AggregateTask& t) {
     if (prefault && t.f_begin == 0)
       prefault_range(static_cast<char*>(args.out) + t.row_begin * row_bytes, (t.row_end - t.row_begin) * row_bytes);
