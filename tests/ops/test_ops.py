@@ -318,6 +318,22 @@ def test_cpu_isa_variants_match(monkeypatch, isa):
 
 
 @needs_cpu
+@pytest.mark.parametrize("env", [{"FFKERNELS_HUGEPAGES": "0"}, {"FFKERNELS_PREFAULT": "0"}], ids=["no-hugepages", "no-prefault"])
+def test_aggregate_large_fresh_output(monkeypatch, env):
+    """A fresh output over 4 MiB is populated (and advised huge pages) before the kernel writes
+    it: the same values, bitwise, as with either step turned off, and the reference's."""
+    gen = torch.Generator().manual_seed(3)
+    n = 20_000  # [20000, 64] float32: 5 MB, over the 4 MiB threshold
+    g = Graph.from_edge_index(torch.randint(0, n, (2, 100_000), generator=gen), n)
+    x = torch.randn(n, 64, generator=gen)
+    default = ops.aggregate(g, x, "sum", backend="cpu")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert torch.equal(ops.aggregate(g, x, "sum", backend="cpu"), default)
+    assert_close(default, ops.aggregate(g, x, "sum", backend="reference"), torch.float32)
+
+
+@needs_cpu
 def test_extension_build_info():
     from ffkernels import _C
     info = _C.build_info()
