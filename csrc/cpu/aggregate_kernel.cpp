@@ -35,13 +35,16 @@ namespace avx2 {
 // Defined (and explicitly instantiated) in aggregate_kernel_avx2.cpp.
 template <typename scalar_t, typename acc_t, typename index_t>
 AggregateTaskFn select_aggregate_task(int reduce, bool weighted);
+// float32 with the accumulators in registers (aggregate_regs.h); nullptr for max.
+template <typename index_t>
+AggregateTaskFn select_aggregate_task_regs(int reduce, bool weighted);
 }  // namespace avx2
 
 namespace avx512 {
 // Defined (and explicitly instantiated) in aggregate_kernel_avx512.cpp.
 template <typename scalar_t, typename acc_t, typename index_t>
 AggregateTaskFn select_aggregate_task(int reduce, bool weighted);
-// float32 with the accumulators in registers (aggregate_regs_avx512.h); nullptr for max.
+// float32 with the accumulators in registers (aggregate_regs.h); nullptr for max.
 template <typename index_t>
 AggregateTaskFn select_aggregate_task_regs(int reduce, bool weighted);
 }  // namespace avx512
@@ -105,7 +108,12 @@ AggregateTaskFn pick_task_fn(int reduce, bool weighted) {
     }
     return avx512::select_aggregate_task<scalar_t, acc_t, index_t>(reduce, weighted);
   }
-  if (isa == CpuIsa::kAvx2) return avx2::select_aggregate_task<scalar_t, acc_t, index_t>(reduce, weighted);
+  if (isa == CpuIsa::kAvx2) {
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      if (AggregateTaskFn fn = avx2::select_aggregate_task_regs<index_t>(reduce, weighted)) return fn;
+    }
+    return avx2::select_aggregate_task<scalar_t, acc_t, index_t>(reduce, weighted);
+  }
   return baseline::select_aggregate_task<scalar_t, acc_t, index_t>(reduce, weighted);
 }
 

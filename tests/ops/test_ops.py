@@ -28,28 +28,31 @@ def test_aggregate_matches_reference(backend, device, kind, reduce, weighted):
     small = interpreted(backend, device)
     g = make_graph(kind, device, small=small)
     w = edge_weights(g) if weighted else None
-    # Against the float64 reference, with float32's tolerance widened by the rounding of a long
-    # float32 sum: each of a row's d additions rounds relative to its partial sum, so the error
-    # grows like 2^-24 sqrt(d) times the partials' size, bounded by the same aggregation of |x|.
-    # A fixed 1e-4 fails on the hub graph's 2500-edge row (its repeated sources make partial
-    # sums in the hundreds: the AVX-512 kernel, which adds edge by edge like torch, is 3.5e-3
-    # off an entry of 212). Measured here (AMD EPYC Zen 4, all ISA variants): the cpu kernel's
-    # worst entry uses 0.15 of this allowance; with one hub edge dropped, the hub row's entries
-    # are a median 24x over it.
-    tol = tolerance(torch.float32)
-    sqrt_degree = g.in_degree.to(torch.float64).clamp(min=1).sqrt()[:, None]
     for f in (1, 3, 129) if small else FEATURES:
         x = features(g.num_nodes, f, device=device, seed=f)
-        w64 = None if w is None else w.double()
-        expected = ops.aggregate(g, x.double(), reduce, w64, backend="reference")
-        magnitude = ops.aggregate(g, x.double().abs(), reduce, None if w64 is None else w64.abs(), backend="reference")
-        actual = ops.aggregate(g, x, reduce, w, backend=backend)
-        assert actual.dtype == torch.float32 and actual.shape == expected.shape
-        err = (actual.double() - expected).abs()
-        allowance = tol["atol"] + tol["rtol"] * expected.abs() + 2.0 ** -23 * sqrt_degree.to(err.device) * magnitude
-        bad = err > allowance
-        assert not bad.any(), (f"f={f}: {int(bad.sum())} of {bad.numel()} entries off, worst "
-                               f"{float(err.max()):.3g} at {divmod(int(err.argmax()), f)}")
+        assert_aggregate_matches(g, x, reduce, w, ops.aggregate(g, x, reduce, w, backend=backend))
+
+
+def assert_aggregate_matches(g, x, reduce, w, actual):
+    """``actual`` (a float32 aggregation of ``x``) against the float64 reference, with float32's
+    tolerance widened by the rounding of a long float32 sum: each of a row's d additions rounds
+    relative to its partial sum, so the error grows like 2^-24 sqrt(d) times the partials' size,
+    bounded by the same aggregation of |x|. A fixed 1e-4 fails on the hub graph's 2500-edge row
+    (its repeated sources make partial sums in the hundreds: the register kernels, which add edge
+    by edge like torch, are 3.5e-3 off an entry of 212). Measured (AMD EPYC Zen 4, every ISA
+    variant): the cpu kernels' worst entry uses 0.15 of this allowance; with one hub edge
+    dropped, the hub row's entries are a median 24x over it."""
+    tol = tolerance(torch.float32)
+    w64 = None if w is None else w.double()
+    expected = ops.aggregate(g, x.double(), reduce, w64, backend="reference")
+    magnitude = ops.aggregate(g, x.double().abs(), reduce, None if w64 is None else w64.abs(), backend="reference")
+    sqrt_degree = g.in_degree.to(torch.float64).clamp(min=1).sqrt()[:, None].to(x.device)
+    assert actual.dtype == torch.float32 and actual.shape == expected.shape
+    err = (actual.double() - expected).abs()
+    bad = err > tol["atol"] + tol["rtol"] * expected.abs() + 2.0 ** -23 * sqrt_degree * magnitude
+    f = x.shape[1]
+    assert not bad.any(), (f"{reduce}, f={f}: {int(bad.sum())} of {bad.numel()} entries off, worst "
+                           f"{float(err.max()):.3g} at {divmod(int(err.argmax()), f)}")
 
 
 @pytest.mark.parametrize("layout", ["transposed", "sliced"])
@@ -302,19 +305,23 @@ def test_cpu_backend_is_bitwise_repeatable():
 @needs_cpu
 @pytest.mark.parametrize("isa", ["baseline", "avx2"])
 def test_cpu_isa_variants_match(monkeypatch, isa):
-    """The portable and the AVX2 aggregate kernels, forced at run time (the default is the
-    machine's best: AVX-512 where it has it), agree with the default and the reference."""
+    """The portable and the AVX2 aggregate kernels (float32 sum/mean/gcn: AVX2's register
+    kernel, 64 features a pass), forced at run time (the default is the machine's best: AVX-512
+    where it has it), agree with the default and the reference at every width (tails, whole
+    vectors, passes), weighted or not."""
     from ffkernels import _C
     g = make_graph("hub")
-    x = features(g.num_nodes, 129)
+    w = edge_weights(g)
     best = _C.cpu_isa()
-    fast = [ops.aggregate(g, x, r, backend="cpu") for r in REDUCES]
+    cases = [(r, f, weight) for r in REDUCES for f in FEATURES for weight in (None, w)]
+    xs = {f: features(g.num_nodes, f, seed=f) for f in FEATURES}
+    fast = [ops.aggregate(g, xs[f], r, weight, backend="cpu") for r, f, weight in cases]
     monkeypatch.setenv("FFKERNELS_CPU_ISA", isa)
     assert _C.cpu_isa() == (isa if best != "baseline" else "baseline")
-    slow = [ops.aggregate(g, x, r, backend="cpu") for r in REDUCES]
-    for a, b, r in zip(fast, slow, REDUCES):
-        assert_close(a, b, torch.float32)
-        assert_close(b, ops.aggregate(g, x, r, backend="reference"), torch.float32)
+    for (r, f, weight), a in zip(cases, fast):
+        b = ops.aggregate(g, xs[f], r, weight, backend="cpu")
+        assert_aggregate_matches(g, xs[f], r, weight, a)
+        assert_aggregate_matches(g, xs[f], r, weight, b)
 
 
 @needs_cpu
