@@ -21,6 +21,7 @@ import torch
 from .. import ops
 from ..nn.functional import draw_seed, keep_mask, normalize_rows
 from ..nn.gat import FFGATConv
+from ..nn.optim import match_state_layout
 from ..ops.sf import sf_loss_grad_kernel
 from ..train.metrics import accuracy, activation_sparsity
 from ..train.options import Option, choice, positive_float
@@ -125,12 +126,18 @@ class _CSR:
         return buf
 
     def matmul(self, x: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
-        """``S @ x`` ``[R, D]`` for ``x`` ``[F, D]``."""
-        rows, cols = self.shape
+        """``S @ x`` ``[R, D]`` for ``x`` ``[F, D]``, or for ``x`` ``[size, D]`` whose rows past
+        ``F`` are never read (no column of ``S`` points there): a caller that keeps its operand
+        in such a buffer saves the copy into the padded one."""
+        return self.matmul_full(x, values)[: self.shape[0]]
+
+    def matmul_full(self, x: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`matmul` with all ``size`` rows of the kernel's output (the padding rows are
+        zero: a caller may fill them instead of allocating)."""
         v = self.values if values is None else values
-        if cols < self.size:
+        if x.shape[0] != self.size:
             x = self._padded("x", x)
-        return self.kernel.aggregate(self.rowptr, self.col, x.contiguous(), v, "sum", None)[:rows]
+        return self.kernel.aggregate(self.rowptr, self.col, x.contiguous(), v, "sum", None)
 
     def matmul_t(self, y: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
         """``S^T @ y`` ``[F, D]`` for ``y`` ``[R, D]``."""
@@ -231,6 +238,10 @@ class ReceptiveFieldOperand:
         self.a, self.x, self.field, self.virtual = a, x, field, virtual
         self.coef, self.xv, self.values = coef, xv, values
         self.num_train = a[0].shape[0]
+        # One weight block (GCN): the low-rank term's and the virtual rows' products with the
+        # weight are one GEMM over [XV ; M_V] (2C rows) each way.
+        self.low_rank = torch.cat([xv, virtual], 0) if len(a) == 1 else None
+        self.held = None  # hold_weight()'s buffer
 
     @property
     def num_rows(self) -> int:
@@ -240,19 +251,55 @@ class ReceptiveFieldOperand:
         """A copy with inverted dropout (probability ``p``) on the non-zeros of ``X_K`` (the real
         nodes' input features; its zeros stay zero either way)."""
         kept = ops.dropout_kernel(self.x.values, p, draw_seed(generator))
-        return ReceptiveFieldOperand(self.a, self.x, self.field, self.virtual, self.coef, self.xv, kept)
+        out = ReceptiveFieldOperand(self.a, self.x, self.field, self.virtual, self.coef, self.xv, kept)
+        out.low_rank, out.held = self.low_rank, self.held
+        return out
+
+    def hold_weight(self, weight: torch.nn.Parameter, optimizer) -> None:
+        """Lay ``weight`` ``[Dout, F]`` out column-major for the stage, as the first ``F`` rows of
+        a ``[size, Dout]`` buffer (the padded shape ``X_K``'s product takes): ``W^T`` is then the
+        kernel's operand as it is, and ``X_K^T (A^T dZ)`` is the gradient in the weight's own
+        layout (two transposing copies of ``[F, Dout]`` less per step: 1.1 of 7-9 ms on
+        Cora-ML's first layer). One weight block only (GCN)."""
+        if self.low_rank is None or weight.dtype != torch.float32:
+            return
+        d, f = weight.shape
+        self.held = weight.new_zeros(self.x.size, d)
+        self.held[:f].copy_(weight.detach().t())
+        weight.data = self.held[:f].t()
+        match_state_layout(weight, optimizer)  # moments made before (a resumed stage)
+
+    def _held_wt(self, weight: torch.Tensor) -> torch.Tensor | None:
+        """The held ``[size, Dout]`` buffer when ``weight`` is still laid out in it."""
+        held = self.held
+        if held is not None and weight.data_ptr() == held.data_ptr() and weight.stride() == (1, held.shape[1]):
+            return held
+        return None
 
     def matmul_wt(self, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """``M W^T + b`` ``[R + C, Dout]``: the training rows, then the virtual rows."""
         d, f, c = weight.shape[0], self.x.shape[1], self.xv.shape[0]
+        if self.low_rank is not None:  # one block: A (X_K W^T) + coef (XV W^T), then M_V W^T
+            held = self._held_wt(weight)
+            p = self.x.matmul(weight.t() if held is None else held, self.values)  # [K, Dout]
+            small = self.low_rank @ weight.t()  # [XV ; M_V] W^T: [2C, Dout]
+            rows = self.num_rows
+            z = self.a[0].matmul_full(p)  # [size, Dout]: the training rows, then zero rows
+            if z.shape[0] >= rows:  # (the field holds the training and the virtual nodes)
+                z = z[:rows]
+                z[self.num_train:].copy_(small[c:])
+            else:
+                z = torch.cat([z[: self.num_train], small[c:]], 0)
+            z[: self.num_train].addmm_(self.coef, small[:c])
+            return z.add_(bias) if bias is not None else z
         w_blocks = [weight[:, b * f:(b + 1) * f] for b in range(len(self.a))]
         z = torch.empty(self.num_rows, d, dtype=weight.dtype, device=weight.device)
         zt = z[: self.num_train]
-        wt = torch.cat([w.t() for w in w_blocks], 1) if len(w_blocks) > 1 else weight.t()
+        wt = torch.cat([w.t() for w in w_blocks], 1)
         p = self.x.matmul(wt, self.values)  # [K, B*Dout]
         zt.zero_()
         for b, a in enumerate(self.a):
-            zt += a.matmul(p if len(self.a) == 1 else p[:, b * d:(b + 1) * d].contiguous())
+            zt += a.matmul(p[:, b * d:(b + 1) * d].contiguous())
         for b, w in enumerate(w_blocks):
             zt.addmm_(self.coef[:, b * c:(b + 1) * c], self.xv @ w.t())
         torch.mm(self.virtual, weight.t(), out=z[self.num_train:])
@@ -261,16 +308,19 @@ class ReceptiveFieldOperand:
         return z
 
     def grad_weight(self, grad_z: torch.Tensor) -> torch.Tensor:
-        """``grad_z^T M`` ``[Dout, B*F]``."""
+        """``grad_z^T M`` ``[Dout, B*F]`` (in the held weight's layout when it is held)."""
         gt, gv = grad_z[: self.num_train], grad_z[self.num_train:]
         d, c = grad_z.shape[1], self.xv.shape[0]
+        if self.low_rank is not None:  # X_K^T (A^T dZ) + [XV ; M_V]^T [coef^T dZ_t ; dZ_V], as [F, Dout]
+            xtg = self.x.matmul_t(self.a[0].matmul_t(gt), self.values)
+            # (coef^T grad: MKL runs it 6x faster than grad^T coef ([R, 7] coef, one thread))
+            xtg.addmm_(self.low_rank.t(), torch.cat([self.coef.t() @ gt, gv], 0))
+            return xtg.t() if self.held is not None else xtg.t().contiguous()
         g = [a.matmul_t(gt) for a in self.a]  # A_b^T grad: [K, Dout] each
-        xtg = self.x.matmul_t(g[0] if len(g) == 1 else torch.cat(g, 1), self.values)  # [F, B*Dout]
-        gw = (xtg.t().contiguous() if len(g) == 1  # (a one-tensor cat of a transpose is 2x slower)
-              else torch.cat([xtg[:, b * d:(b + 1) * d].t() for b in range(len(g))], 1))
+        xtg = self.x.matmul_t(torch.cat(g, 1), self.values)  # [F, B*Dout]
+        gw = torch.cat([xtg[:, b * d:(b + 1) * d].t() for b in range(len(g))], 1)
         f = xtg.shape[0]
         for b in range(len(g)):
-            # (coef^T grad)^T: MKL runs it 6x faster than grad^T coef ([R, 7] coef, one thread)
             gw[:, b * f:(b + 1) * f].addmm_((self.coef[:, b * c:(b + 1) * c].t() @ gt).t(), self.xv)
         return gw.addmm_(gv.t(), self.virtual)
 
@@ -488,12 +538,25 @@ class _LinearStepper:
             layer, h_in, problem, (TRAIN_FIELD, problem.val_rows, None), consume_input=consume_input)
         self.nv = problem.val_idx.numel()
         self.dropout, self.input_dropout, self.generator = dropout, input_dropout, generator
+        self._held = False  # the first layer's weight, column-major while it trains
+
+    def release(self) -> None:
+        """The layer's weight back in its own (row-major) layout, the optimiser's state with it."""
+        weight = self.layer.weight
+        if self._held and not weight.is_contiguous():
+            weight.data = weight.data.contiguous()
+            if self.layer._optimizer is not None:
+                match_state_layout(weight, self.layer._optimizer)
+        self._held = False
 
     @torch.no_grad()
     def step(self) -> float:
         layer, p = self.layer, self.problem
         rows = p.local_train.numel()
         operand = self.step_input
+        if not self._held and isinstance(operand, ReceptiveFieldOperand):  # for the stage (end_stage undoes it)
+            operand.hold_weight(layer.weight, layer.optimizer)
+            self._held = True
         if self.input_dropout > 0:  # a sparse input's features before the aggregation, else the aggregated rows
             operand = operand.dropped(self.input_dropout, self.generator)
         h = operand.matmul_wt(layer.weight, layer.bias).relu_()
@@ -699,6 +762,8 @@ class GreedySFTrainer(Trainer):
 
     def end_stage(self, stage):
         h = self.stepper.output()
+        if hasattr(self.stepper, "release"):
+            self.stepper.release()
         self.stepper = None  # frees the layer's prepared input
         self.probs += self.problem.class_probs(h, self.tau)
         if self.options["select_layers"]:

@@ -68,11 +68,15 @@ class LocalLayer(nn.Module):
     @torch.no_grad()
     def apply_gradients(self, grads: dict) -> None:
         """Assign ``{parameter_name: gradient}`` and take one optimiser step."""
+        from .optim import in_layout_of, match_state_layout
         params = dict(self.named_parameters())
+        optimizer = self.optimizer
         for name, grad in grads.items():
             if grad is not None:
-                params[name].grad = grad.to(params[name].dtype)
-        self.optimizer.step()
+                p = params[name]
+                p.grad = in_layout_of(p, grad.to(p.dtype))  # (fused Adam needs one layout)
+                match_state_layout(p, optimizer)
+        optimizer.step()
         for p in params.values():
             p.grad = None
 

@@ -70,6 +70,28 @@ class Float32Master:
 
 
 
+def in_layout_of(param: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``value`` (of ``param``'s shape) with ``param``'s strides, copied only when they differ.
+
+    torch's fused Adam walks a parameter, its gradient and its moments by position, not by
+    stride: a gradient or a moment laid out differently from its parameter (e.g. a column-major
+    weight with a row-major gradient) trains to wrong values, silently (measured, torch 2.13;
+    the unfused Adam is right)."""
+    if value.stride() == param.stride() or value.shape != param.shape:
+        return value
+    return torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
+def match_state_layout(param: torch.Tensor, optimizer) -> None:
+    """Give the optimiser's state tensors of ``param`` ``param``'s strides (see
+    :func:`in_layout_of`): a checkpoint or a caller may load state of another layout at any
+    time, and a weight may be re-laid out for a stage."""
+    state = getattr(optimizer, "state", {}).get(param)
+    for key, value in (state or {}).items():
+        if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+            state[key] = in_layout_of(param, value)
+
+
 def optimizer_factory(name: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.9,
                       fused: bool = True):
     """``params -> torch.optim.Adam / SGD`` with these settings.
@@ -95,4 +117,4 @@ def optimizer_factory(name: str = "adam", lr: float = 1e-3, weight_decay: float 
     return factory
 
 
-__all__ = ["optimizer_factory", "OPTIMIZERS", "Float32Master", "LOW_PRECISION"]
+__all__ = ["optimizer_factory", "OPTIMIZERS", "Float32Master", "LOW_PRECISION", "in_layout_of", "match_state_layout"]

@@ -198,6 +198,37 @@ def test_step_operand_matches_gathered_rows(model, sparse, weighted):
         torch.testing.assert_close(step.grad_weight(g), rows.grad_weight(g), rtol=1e-12, atol=1e-12)
 
 
+def test_held_first_layer_weight_trains_like_the_row_major_one(monkeypatch):
+    """The sparse first layer's weight, held column-major in a padded buffer while it trains
+    (no transposing copies per step), gives the same forward, gradient and training as the
+    row-major weight, and end_stage hands the layer back row-major with the same values."""
+    def train(hold: bool, steps=5):
+        if not hold:
+            monkeypatch.setattr(ReceptiveFieldOperand, "hold_weight", lambda self, weight, optimizer: None)
+        torch.manual_seed(0)
+        p, layer = _field_case("gcn", sparse=True, weighted=True, dtype=torch.float32)
+        stepper = _LinearStepper(layer, p.vg.x, p, 1.0, dropout=0.2, input_dropout=0.2,
+                                 generator=torch.Generator().manual_seed(5))
+        assert isinstance(stepper.step_input, ReceptiveFieldOperand)
+        losses = [stepper.step() for _ in range(steps)]
+        layout = layer.weight.stride()
+        state = layer.optimizer.state[layer.weight]
+        moments_match = all(state[k].stride() == layer.weight.stride() for k in ("exp_avg", "exp_avg_sq"))
+        probs = stepper.val_probs()
+        stepper.release()
+        monkeypatch.undo()
+        return losses, layer.weight.detach().clone(), layout, moments_match, probs, layer.weight.is_contiguous()
+
+    held, plain = train(True), train(False)
+    d, f = plain[1].shape
+    assert held[2] == (1, d) and plain[2] == (f, 1)  # held column-major, the other row-major
+    assert held[3] and plain[3]  # Adam's moments in the weight's layout
+    assert held[5] and plain[5]  # released: row-major again
+    assert held[0] == pytest.approx(plain[0], rel=1e-5)
+    torch.testing.assert_close(held[1], plain[1], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(held[4], plain[4], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("model", ["gcn", "sage"])
 def test_dense_input_dropout_hits_the_aggregated_training_rows(model):
     """A dense input's dropped-out step operand: the training rows' aggregated entries kept and

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from ffkernels import Graph, ops
 from ffkernels.nn import FFGATConv, FFGCNConv, FFLinear, FFSAGEConv
+from ffkernels.nn.optim import optimizer_factory
 
 N, FIN, FOUT, C = 14, 9, 8, 3
 
@@ -146,3 +147,25 @@ def test_gat_state_dict_round_trip_and_validation():
         layer(torch.rand(N, FIN + 1), graph)
     with pytest.raises(ValueError, match="must be one of"):
         FFGATConv(FIN, FOUT, normalize="bogus")
+
+
+@pytest.mark.parametrize("where", ["gradient", "moments"])
+def test_apply_gradients_any_layout(where):
+    """A gradient (or optimiser moments, as a checkpoint may load them) laid out differently
+    from its weight steps the weight exactly as the same values in its layout: torch's fused Adam
+    walks its tensors by position, so apply_gradients gives them the weight's strides first."""
+    def run(transposed: bool):
+        torch.manual_seed(0)
+        layer = FFLinear(12, 5, optimizer=optimizer_factory("adam", 1e-2, fused=True))  # (as the trainers')
+        gen = torch.Generator().manual_seed(1)
+        for step in range(3):
+            g = torch.randn(5, 12, generator=gen)
+            if where == "gradient" and transposed:
+                g = g.t().contiguous().t()  # the same values, column-major
+            layer.apply_gradients({"weight": g, "bias": torch.zeros(5)})
+            state = layer.optimizer.state[layer.weight]
+            if where == "moments" and transposed and step == 0:
+                for key in ("exp_avg", "exp_avg_sq"):
+                    state[key] = state[key].t().contiguous().t()
+        return layer.weight.detach().clone()
+    assert torch.equal(run(True), run(False))
