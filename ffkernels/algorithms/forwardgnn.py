@@ -21,7 +21,6 @@ import torch
 from .. import ops
 from ..nn.functional import draw_seed, keep_mask, normalize_rows
 from ..nn.gat import FFGATConv
-from ..nn.optim import match_state_layout
 from ..ops.sf import sf_loss_grad_kernel
 from ..train.metrics import accuracy, activation_sparsity
 from ..train.options import Option, choice, positive_float
@@ -255,19 +254,19 @@ class ReceptiveFieldOperand:
         out.low_rank, out.held = self.low_rank, self.held
         return out
 
-    def hold_weight(self, weight: torch.nn.Parameter, optimizer) -> None:
+    def hold_weight(self, weight: torch.nn.Parameter) -> None:
         """Lay ``weight`` ``[Dout, F]`` out column-major for the stage, as the first ``F`` rows of
         a ``[size, Dout]`` buffer (the padded shape ``X_K``'s product takes): ``W^T`` is then the
         kernel's operand as it is, and ``X_K^T (A^T dZ)`` is the gradient in the weight's own
         layout (two transposing copies of ``[F, Dout]`` less per step: 1.1 of 7-9 ms on
-        Cora-ML's first layer). One weight block only (GCN)."""
+        Cora-ML's first layer). One weight block only (GCN). The optimiser's moments follow the
+        new layout at the next step (``LocalLayer.apply_gradients``)."""
         if self.low_rank is None or weight.dtype != torch.float32:
             return
         d, f = weight.shape
         self.held = weight.new_zeros(self.x.size, d)
         self.held[:f].copy_(weight.detach().t())
         weight.data = self.held[:f].t()
-        match_state_layout(weight, optimizer)  # moments made before (a resumed stage)
 
     def _held_wt(self, weight: torch.Tensor) -> torch.Tensor | None:
         """The held ``[size, Dout]`` buffer when ``weight`` is still laid out in it."""
@@ -541,12 +540,11 @@ class _LinearStepper:
         self._held = False  # the first layer's weight, column-major while it trains
 
     def release(self) -> None:
-        """The layer's weight back in its own (row-major) layout, the optimiser's state with it."""
+        """The layer's weight back in its own (row-major) layout (the optimiser's moments follow
+        at its next step, ``LocalLayer.apply_gradients``)."""
         weight = self.layer.weight
         if self._held and not weight.is_contiguous():
             weight.data = weight.data.contiguous()
-            if self.layer._optimizer is not None:
-                match_state_layout(weight, self.layer._optimizer)
         self._held = False
 
     @torch.no_grad()
@@ -555,7 +553,7 @@ class _LinearStepper:
         rows = p.local_train.numel()
         operand = self.step_input
         if not self._held and isinstance(operand, ReceptiveFieldOperand):  # for the stage (end_stage undoes it)
-            operand.hold_weight(layer.weight, layer.optimizer)
+            operand.hold_weight(layer.weight)
             self._held = True
         if self.input_dropout > 0:  # a sparse input's features before the aggregation, else the aggregated rows
             operand = operand.dropped(self.input_dropout, self.generator)
@@ -592,6 +590,9 @@ class _GATStepper:
         self.layer, self.problem, self.tau = layer, problem, tau
         self.full = prepared
         self.dropout, self.input_dropout, self.generator = dropout, input_dropout, generator
+
+    def release(self) -> None:
+        """Nothing to undo (the stepper protocol's end of stage: see :meth:`_LinearStepper.release`)."""
 
     def _mask(self, rows: int, width: int, p: float, device) -> torch.Tensor:
         keep = keep_mask((rows, width), p, self.generator, device)
@@ -762,8 +763,7 @@ class GreedySFTrainer(Trainer):
 
     def end_stage(self, stage):
         h = self.stepper.output()
-        if hasattr(self.stepper, "release"):
-            self.stepper.release()
+        self.stepper.release()
         self.stepper = None  # frees the layer's prepared input
         self.probs += self.problem.class_probs(h, self.tau)
         if self.options["select_layers"]:

@@ -21,6 +21,7 @@ from torch import nn
 from .. import ops
 from .._validation import check_float, check_positive_int
 from .functional import check_normalize
+from .optim import in_layout_of, match_state_layout
 
 OptimizerFactory = Callable[[list], torch.optim.Optimizer]
 
@@ -68,7 +69,6 @@ class LocalLayer(nn.Module):
     @torch.no_grad()
     def apply_gradients(self, grads: dict) -> None:
         """Assign ``{parameter_name: gradient}`` and take one optimiser step."""
-        from .optim import in_layout_of, match_state_layout
         params = dict(self.named_parameters())
         optimizer = self.optimizer
         for name, grad in grads.items():

@@ -204,7 +204,7 @@ def test_held_first_layer_weight_trains_like_the_row_major_one(monkeypatch):
     row-major weight, and end_stage hands the layer back row-major with the same values."""
     def train(hold: bool, steps=5):
         if not hold:
-            monkeypatch.setattr(ReceptiveFieldOperand, "hold_weight", lambda self, weight, optimizer: None)
+            monkeypatch.setattr(ReceptiveFieldOperand, "hold_weight", lambda self, weight: None)
         torch.manual_seed(0)
         p, layer = _field_case("gcn", sparse=True, weighted=True, dtype=torch.float32)
         stepper = _LinearStepper(layer, p.vg.x, p, 1.0, dropout=0.2, input_dropout=0.2,
